@@ -1,0 +1,137 @@
+"""pycluster: Node.js's ``cluster`` module for Python.
+
+    import pycluster as cluster
+
+    if cluster.is_primary:
+        for _ in range(4):
+            cluster.fork()
+        cluster.on("exit", lambda worker, code, signal: cluster.fork())
+        cluster.run()
+    else:
+        http.server.HTTPServer(("", 8000), Handler).serve_forever()
+
+Workers re-run the program; a server a worker binds shares the primary's
+listener for that address (round-robin hand-off by default).
+"""
+
+from __future__ import annotations
+
+import os as _os
+from typing import Any as _Any
+
+from .errors import ClusterError, ProtocolError, ChannelClosedError, AckTimeoutError, SettingsError, NotPrimaryError
+from .events import EventEmitter
+from .primary import SCHED_NONE, SCHED_RR, SCHED_REUSEPORT, POLICY_BY_NAME as _POLICY_BY_NAME
+from .worker import Address, Worker, WorkerState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "is_primary", "is_master", "is_worker", "fork", "setup_primary", "setup_master",
+    "settings", "scheduling_policy", "SCHED_RR", "SCHED_NONE", "SCHED_REUSEPORT",
+    "workers", "worker", "disconnect", "on", "once", "off", "run", "serve", "listen",
+    "exclusive", "Worker", "WorkerState", "Address", "EventEmitter", "ClusterError",
+    "ProtocolError", "ChannelClosedError", "AckTimeoutError", "SettingsError",
+    "NotPrimaryError", "__version__",
+]
+
+is_worker: bool = "PYCLUSTER_WORKER_ID" in _os.environ
+is_primary: bool = not is_worker
+is_master: bool = is_primary
+
+_env_policy = _os.environ.get("PYCLUSTER_SCHED_POLICY", "").strip().lower()
+scheduling_policy: _Any = _POLICY_BY_NAME.get(_env_policy, SCHED_RR) if _env_policy in ("", *_POLICY_BY_NAME) \
+    else f"PYCLUSTER_SCHED_POLICY={_env_policy!r} (use rr, none or reuseport)"
+
+settings: dict[str, _Any] = {}
+worker: _Any = None
+workers: dict[int, _Any] = {}
+
+_engine: _Any = None
+
+
+def _set_settings(merged: dict[str, _Any]) -> None:
+    global settings
+    settings = merged
+
+
+if is_primary:
+    import sys as _sys
+
+    from .primary import Engine as _Engine
+
+    _engine = _Engine(_sys.modules[__name__])
+    workers = _engine.workers
+    emitter = EventEmitter(loop_getter=lambda: _engine.loop, on_error=_engine._handler_failed)
+else:
+    from . import child as _child
+
+    emitter = EventEmitter()
+    worker = _child.boot()
+
+on = emitter.on
+once = emitter.once
+off = emitter.off
+
+
+def _primary_only(name: str) -> _Any:
+    if _engine is None:
+        raise NotPrimaryError(f"cluster.{name}() can only be called in the primary")
+    return _engine
+
+
+def setup_primary(**options: _Any) -> dict[str, _Any]:
+    """Change how later workers are started (Node's setupPrimary); emits 'setup'."""
+    return _primary_only("setup_primary").setup_primary(options)
+
+
+setup_master = setup_primary
+
+
+def fork(env: dict[str, _Any] | None = None) -> Worker:
+    """Start a worker: a fresh interpreter re-running this program."""
+    return _primary_only("fork").fork(env)
+
+
+def disconnect(callback: _Any = None) -> None:
+    """Disconnect every worker; ``callback`` runs once all have left."""
+    if _engine is None:
+        if worker is not None:
+            worker.disconnect()
+        return
+    _engine.disconnect(callback)
+
+
+def run() -> int:
+    """Run the primary until no worker is left (or SIGINT/SIGTERM); returns 0."""
+    return _primary_only("run").run()
+
+
+async def serve() -> int:
+    """``run()`` for code already inside an asyncio loop."""
+    return await _primary_only("serve").serve()
+
+
+def listen(address: _Any = None, *, kind: str = "tcp", backlog: int = 2048,
+           fd: int | None = None, exclusive: bool = False) -> _Any:
+    """A shared listening socket for ``address`` (``HOST:PORT``, ``unix:/p``,
+    ``udp://H:P``, ``fd://N`` or a (host, port) tuple).
+
+    In a worker: the same socket an intercepted bind gives; no address means
+    the primary's first listener (``pycluster run --bind``). In the primary:
+    registers a listener that outlives its workers and returns it (do not
+    accept on it yourself under SCHED_RR).
+    """
+    if _engine is not None:
+        spec = address if address is not None else (f"fd://{fd}" if fd is not None else None)
+        if spec is None:
+            raise ValueError("listen() in the primary needs an address")
+        return _engine.add_listener(spec, kind=kind).sock
+    from . import net
+    return net.listen(address, kind=kind, backlog=backlog, fd=fd, exclusive_bind=exclusive)
+
+
+def exclusive() -> _Any:
+    """Context manager: binds inside it stay local to this worker (not shared)."""
+    from . import net
+    return net.exclusive()
