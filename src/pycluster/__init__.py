@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "is_primary", "is_master", "is_worker", "fork", "setup_primary", "setup_master",
     "settings", "scheduling_policy", "SCHED_RR", "SCHED_NONE", "SCHED_REUSEPORT",
-    "workers", "worker", "disconnect", "on", "once", "off", "run", "serve", "listen",
+    "workers", "worker", "disconnect", "on", "once", "off", "run", "serve", "listen", "listeners",
     "exclusive", "Worker", "WorkerState", "Address", "EventEmitter", "ClusterError",
     "ProtocolError", "ChannelClosedError", "AckTimeoutError", "SettingsError",
     "NotPrimaryError", "__version__",
@@ -62,16 +62,16 @@ if is_primary:
 
     _engine = _Engine(_sys.modules[__name__])
     workers = _engine.workers
-    emitter = EventEmitter(loop_getter=lambda: _engine.loop, on_error=_engine._handler_failed)
+    _emitter = EventEmitter(loop_getter=lambda: _engine.loop, on_error=_engine._handler_failed)
 else:
     from . import child as _child
 
-    emitter = EventEmitter()
+    _emitter = EventEmitter()
     worker = _child.boot()
 
-on = emitter.on
-once = emitter.once
-off = emitter.off
+on = _emitter.on
+once = _emitter.once
+off = _emitter.off
 
 
 def _primary_only(name: str) -> _Any:
@@ -129,6 +129,14 @@ def listen(address: _Any = None, *, kind: str = "tcp", backlog: int = 2048,
         return _engine.add_listener(spec, kind=kind).sock
     from . import net
     return net.listen(address, kind=kind, backlog=backlog, fd=fd, exclusive_bind=exclusive)
+
+
+def listeners() -> list[_Any]:
+    """In a worker: a socket for each of the primary's listeners (``--bind``), in order."""
+    if _engine is not None:
+        return [handle.sock for handle in _engine.master_listeners]
+    from . import net
+    return net.listeners()
 
 
 def exclusive() -> _Any:

@@ -66,12 +66,10 @@ def parse_address(spec: object, kind: str | None = None) -> ListenSpec:
             raise ValueError(f"bad address {spec!r}: unix: needs a path")
         return ListenSpec("unix", path=path)
     if text.startswith("fd://"):
-        try:
-            fd = int(text[5:])
-        except ValueError:
-            raise ValueError(f"bad address {spec!r}: fd:// needs a descriptor number") from None
-        if fd < 0:
-            raise ValueError(f"bad address {spec!r}: negative descriptor")
+        digits = text[5:]
+        if not (digits.isascii() and digits.isdigit()):
+            raise ValueError(f"bad address {spec!r}: fd:// needs a descriptor number")
+        fd = int(digits)
         return ListenSpec("fd", fd=fd)
     k = kind or "tcp"
     for prefix, pk in (("udp://", "udp"), ("tcp://", "tcp")):
@@ -90,7 +88,7 @@ def parse_address(spec: object, kind: str | None = None) -> ListenSpec:
     else:
         host, sep, port_s = text.rpartition(":")
         if not sep:
-            if text.isdigit():
+            if text.isascii() and text.isdigit():
                 host, port_s = "", text
             else:
                 raise ValueError(f"bad address {spec!r}: missing :PORT")
@@ -100,10 +98,14 @@ def parse_address(spec: object, kind: str | None = None) -> ListenSpec:
 
 
 def _port(value: object, spec: object) -> int:
-    try:
-        port = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ValueError(f"bad address {spec!r}: port {value!r} is not a number") from None
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"bad address {spec!r}: port {value!r} is not a number")
+        port = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        port = value
+    else:
+        raise ValueError(f"bad address {spec!r}: port {value!r} is not a number")
     if not 0 <= port <= 65535:
         raise ValueError(f"bad address {spec!r}: port {port} is out of range 0-65535")
     return port

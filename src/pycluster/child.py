@@ -265,6 +265,9 @@ def _wait_for_disconnect() -> None:
             return
         _state.main_waiting = True
     worker._closed.wait()
+    # We exit normally now; a SIGTERM the primary sends after the disconnect
+    # (kill()) must not turn that into "killed by SIGTERM" during teardown.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 _worker: ChildWorker | None = None

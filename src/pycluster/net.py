@@ -132,11 +132,23 @@ def _listen(self: socket.socket, *args: Any) -> None:
 
 def _accept(self: socket.socket) -> tuple[socket.socket, Any]:
     bound = _registry.get(self.fileno())
-    if bound is None or bound.mode != "rr":
-        if bound is not None and bound.dead:
-            raise BlockingIOError(errno.EAGAIN, "listener closed by the cluster")
+    if bound is None:
+        return _orig_accept(self)
+    if bound.dead:
+        return _accept_nothing(self)
+    if bound.mode != "rr":
         return _orig_accept(self)
     return _rr_accept(self, bound)
+
+
+def _accept_nothing(sock: socket.socket) -> Any:
+    """accept() on a listener the cluster stopped: wait like an idle one."""
+    import select
+    timeout = sock.gettimeout()
+    if timeout == 0.0:
+        raise BlockingIOError(errno.EAGAIN, "no connection (the cluster stopped this listener)")
+    select.select([sock.fileno()], [], [], timeout)  # the tomb never becomes readable
+    raise TimeoutError("timed out")
 
 
 def _getsockname(self: socket.socket) -> Any:
@@ -331,9 +343,11 @@ def _rr_accept(sock: socket.socket, bound: _Bound) -> tuple[socket.socket, Any]:
         data, anc, _flags, _addr = sock.recvmsg(1, _CMSG, socket.MSG_CMSG_CLOEXEC)
         if not data:
             # The primary closed this lane (we were disconnected): stop being
-            # readable for good, then report "nothing to accept".
+            # readable for good. Nothing will ever arrive again, so accept
+            # behaves as on an idle listener: a blocking one waits (until the
+            # SIGTERM that follows a disconnect), others report EAGAIN.
             _entomb(fd, bound)
-            raise BlockingIOError(errno.EAGAIN, "listener closed by the cluster")
+            return _accept_nothing(sock)
         conn_fd = -1
         for level, ctype, cdata in anc:
             if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS and len(cdata) >= 4:
@@ -437,14 +451,21 @@ def listen(address: Any = None, *, kind: str = "tcp", backlog: int = _sockets.DE
     return sock
 
 
-def _listen_master_or_fd(address: Any, fd: int | None, backlog: int) -> socket.socket:
+def listeners(backlog: int = _sockets.DEFAULT_BACKLOG) -> list[socket.socket]:
+    """Every listener of the primary (``pycluster run --bind`` ...), in order."""
+    first, count = _listen_master_or_fd(None, None, backlog, master=0, with_count=True)
+    return [first] + [_listen_master_or_fd(None, None, backlog, master=i) for i in range(1, count)]
+
+
+def _listen_master_or_fd(address: Any, fd: int | None, backlog: int, master: int = 0,
+                         with_count: bool = False) -> Any:
     if _worker is None or not _worker.is_connected():
         raise OSError(errno.ENOTCONN, "not connected to a primary")
     query: dict[str, Any] = {"act": "query"}
     if fd is not None:
         query.update({"fd": fd, "address": None, "port": None, "address_type": None, "index": 0})
     else:
-        query["master"] = 0
+        query["master"] = master
     reply, fds = _ask(query)
     if reply.get("errno"):
         for f in fds:
@@ -457,13 +478,14 @@ def _listen_master_or_fd(address: Any, fd: int | None, backlog: int) -> socket.s
               "udp4": socket.AF_INET, "udp6": socket.AF_INET6}.get(atype, socket.AF_INET)
     stype = socket.SOCK_DGRAM if isinstance(atype, str) else socket.SOCK_STREAM
     mode = reply.get("mode")
+    count = int(reply.get("masters") or 0)
     if mode == "reuseport":
         sock = socket.socket(family, stype)
         base = (address.get("address"), address.get("port"), atype, None)
         _install(sock, reply, fds, base, 0, (address.get("address"), address.get("port"), 0, 0))
         if stype == socket.SOCK_STREAM:
             sock.listen(backlog)
-        return sock
+        return (sock, count) if with_count else sock
     if not fds:
         raise OSError(errno.EIO, "the primary's listener was lost in transit")
     sock = socket.socket(family, stype, 0, fds[0])
@@ -484,4 +506,4 @@ def _listen_master_or_fd(address: Any, fd: int | None, backlog: int) -> socket.s
     else:
         bound.listening = True
         _notify_listening(bound)
-    return sock
+    return (sock, count) if with_count else sock

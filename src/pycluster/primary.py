@@ -54,9 +54,25 @@ def _default_settings() -> dict[str, Any]:
     return {
         "args": list(sys.argv[1:]),
         "exec": exec_path,
-        "exec_argv": subprocess._args_from_interpreter_flags(),  # type: ignore[attr-defined]
+        "exec_argv": _interpreter_options(),
         "silent": False,
     }
+
+
+def _interpreter_options() -> list[str]:
+    """The interpreter options exactly as given (Node's execArgv): what stands
+    in sys.orig_argv between the interpreter and the script (or -m/-c)."""
+    orig = list(getattr(sys, "orig_argv", []))
+    if len(orig) <= len(sys.argv):
+        return []
+    opts = orig[1:len(orig) - len(sys.argv)]
+    # With -m/-c, sys.argv[0] replaced the module name / command: drop the switch.
+    if opts and opts[-1] in ("-m", "-c"):
+        opts = opts[:-1]
+    elif opts and (opts[-1].startswith("-m") or opts[-1].startswith("-c")) and len(opts[-1]) > 2 \
+            and not opts[-1].startswith("--"):
+        opts = opts[:-1]
+    return opts
 
 
 def _validate_settings(options: dict[str, Any]) -> None:
@@ -139,6 +155,7 @@ class PrimaryWorker(Worker):
         self.stdout = None
         self.stderr = None
         self.stdio: list[Any] = []
+        self.listening_keys: set[str] = set()
 
     @property
     def pid(self) -> int | None:
@@ -247,6 +264,9 @@ class Engine:
         self.handoff_window = int(os.environ.get("PYCLUSTER_RR_WINDOW", "1") or 1)
         self.handoff_timeout = float(os.environ.get("PYCLUSTER_HANDOFF_TIMEOUT", "5") or 5)
         self.on_worker_stream: Callable[[PrimaryWorker, str, Any], None] | None = None
+        # The CLI master runs workers as `python -m pycluster._target ...`
+        # instead of re-running the main script (settings exec/args).
+        self.worker_command: list[str] | None = None
 
     # -- the loop -------------------------------------------------------------
     def call_soon(self, fn: Callable, *args: Any) -> None:
@@ -276,7 +296,7 @@ class Engine:
         return self.loop
 
     def emit(self, event: str, *args: Any) -> None:
-        self._facade.emitter.emit(event, *args)
+        self._facade._emitter.emit(event, *args)
 
     def _handler_failed(self, exc: BaseException) -> None:
         """An event handler raised: like an uncaught exception in Node, it
@@ -358,7 +378,7 @@ class Engine:
         worker._pid = popen.pid
         worker._pidfd = os.pidfd_open(popen.pid)
         worker.stdout, worker.stderr = popen.stdout, popen.stderr
-        worker.stdio = [popen.stdin, popen.stdout, popen.stderr, None] + [m for _t, _th, m in extra]
+        worker.stdio = [popen.stdin, popen.stdout, popen.stderr] + [m for _t, _th, m in extra]
         worker._channel = Channel(parent_end, None, on_message=lambda k, o, f: self._on_message(worker, k, o, f),
                                   on_close=lambda: self._on_channel_close(worker),
                                   on_error=lambda exc: self._on_channel_error(worker, exc))
@@ -370,6 +390,8 @@ class Engine:
         return worker
 
     def _worker_argv(self, settings: dict[str, Any]) -> list[str]:
+        if self.worker_command is not None:
+            return [sys.executable, *settings.get("exec_argv", []), *self.worker_command]
         exec_path = settings.get("exec")
         if not exec_path:
             raise ClusterError("cannot start a worker: there is no main script to re-run"
@@ -571,12 +593,15 @@ class Engine:
         worker._handles.add(handle.key)
         reply["key"] = handle.key
         reply["address"] = handle.address.to_dict()
+        reply["masters"] = len(self.master_listeners)
         worker._channel.reply(msg, reply, fds)
 
     def _act_listening(self, worker: PrimaryWorker, msg: dict) -> None:
         handle = self._handles.get(msg.get("key"))
         if handle is not None and worker.id in _members(handle):
             handle.activate(worker)
+        if isinstance(msg.get("key"), str):
+            worker.listening_keys.add(msg["key"])
         if worker.state in (WorkerState.NONE, WorkerState.ONLINE):
             worker.state = WorkerState.LISTENING
         address = Address.from_dict(msg.get("address") or {})
@@ -650,8 +675,6 @@ class Engine:
             sock = _sockets.create_listener(family, sock_type, address, v6only=msg.get("v6only"),
                                             reuseport=reuse, listen=not reuse)
         described = _sockets.describe(sock, sock_fd_origin)
-        if unlink is None and sock.family == socket.AF_UNIX:
-            unlink = None
         if not stream:
             return SharedHandle(key, sock, described, owned=owned)
         if policy == SCHED_REUSEPORT and sock.family != socket.AF_UNIX and fd is None:
@@ -659,10 +682,8 @@ class Engine:
         if policy == SCHED_NONE or (policy == SCHED_REUSEPORT):
             return SharedHandle(key, sock, described, owned=owned, unlink=unlink)
         loop = self.loop or asyncio.get_event_loop_policy().get_event_loop()
-        handle = RoundRobinHandle(key, sock, described, loop, owned=owned,
-                                  window=self.handoff_window, handoff_timeout=self.handoff_timeout)
-        handle._unlink = unlink
-        return handle
+        return RoundRobinHandle(key, sock, described, loop, owned=owned, window=self.handoff_window,
+                                handoff_timeout=self.handoff_timeout, unlink=unlink)
 
     def add_listener(self, spec: Any, *, kind: str | None = None) -> Any:
         """A listener owned by the primary (``--bind``): it outlives its workers,
@@ -798,6 +819,7 @@ def _credentials(uid: Any, gid: Any) -> dict[str, Any]:
     then setgid, then setuid."""
     if uid is None and gid is None:
         return {}
+    privileged = os.geteuid() == 0
     import grp
     import pwd
     kwargs: dict[str, Any] = {}
@@ -817,6 +839,15 @@ def _credentials(uid: Any, gid: Any) -> dict[str, Any]:
             raise SettingsError(f"unknown group {gid!r}") from None
     elif pw is not None:
         kwargs["group"] = pw.pw_gid
+    if not privileged:
+        # Only root may switch; asking for who we already are is fine (and
+        # setgroups would fail without CAP_SETGID), anything else fails in
+        # Popen with EPERM, reported by fork().
+        if kwargs.get("user") == os.geteuid():
+            kwargs.pop("user")
+        if kwargs.get("group") == os.getegid():
+            kwargs.pop("group")
+        return kwargs
     if pw is not None:
         kwargs["extra_groups"] = os.getgrouplist(pw.pw_name, kwargs["group"])
     else:

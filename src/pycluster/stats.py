@@ -13,3 +13,26 @@ def process_for(pid: int) -> Any:
         return psutil.Process(pid)
     except psutil.NoSuchProcess:
         return None
+
+
+_procs: dict[int, Any] = {}
+
+
+def sample(pid: int) -> tuple[float | None, int | None]:
+    """(cpu_percent since the last sample, rss bytes) of a live process."""
+    import psutil
+
+    proc = _procs.get(pid)
+    try:
+        if proc is None:
+            proc = _procs[pid] = psutil.Process(pid)
+            proc.cpu_percent(None)
+        with proc.oneshot():
+            return round(proc.cpu_percent(None), 1), proc.memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        _procs.pop(pid, None)
+        return None, None
+
+
+def forget(pid: int) -> None:
+    _procs.pop(pid, None)

@@ -59,8 +59,10 @@ class RoundRobinHandle:
     mode = "rr"
 
     def __init__(self, key: str, sock: socket.socket, address: Address, loop, *,
-                 owned: bool = False, window: int = 1, handoff_timeout: float = 5.0):
+                 owned: bool = False, window: int = 1, handoff_timeout: float = 5.0,
+                 unlink: str | None = None):
         sock.setblocking(False)
+        self._unlink = unlink
         self.key = key
         self.sock = sock
         self.address = address
@@ -124,6 +126,11 @@ class RoundRobinHandle:
             self._watchdog.cancel()
             self._watchdog = None
         self.sock.close()
+        if self._unlink:
+            try:
+                os.unlink(self._unlink)
+            except OSError:
+                pass
 
     # -- accepting ---------------------------------------------------------
     def _start_reading(self) -> None:
@@ -260,7 +267,7 @@ class RoundRobinHandle:
                 break
             for level, ctype, cdata in anc:
                 if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
-                    fds.extend(_FD.unpack_from(cdata, i) [0] for i in range(0, len(cdata) - 3, 4))
+                    fds.extend(_FD.unpack_from(cdata, i)[0] for i in range(0, len(cdata) - 3, 4))
             if not data:
                 break
         return fds

@@ -1,0 +1,410 @@
+"""The master of ``pycluster run``: the library's primary plus supervision.
+
+It owns the listeners (bound before any fork), keeps ``workers`` workers
+alive, restarts crashed ones with exponential back-off, forwards their
+output, answers the control socket and turns signals into the same commands
+the control socket runs (STYLE habit 2). Everything happens on one asyncio
+loop; signal handlers only record and wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import deque
+from typing import Any
+
+import pycluster as cluster
+
+from . import commands
+from .config import RunConfig, resolve_workers
+from .errors import EXIT_BOOT, EXIT_OK
+from .logs import LogBook
+from .primary import POLICY_BY_NAME, PrimaryWorker
+
+STDERR_TAIL = 20
+
+
+class Slot:
+    """A place for one worker; survives its restarts."""
+
+    __slots__ = ("index", "worker", "restarts", "fails", "started", "ready", "retry", "last_exit",
+                 "generation", "boot_timer")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.worker: PrimaryWorker | None = None
+        self.restarts = 0
+        self.fails = 0
+        self.started = 0.0
+        self.ready = False
+        self.retry: asyncio.TimerHandle | None = None
+        self.last_exit: dict | None = None
+        self.generation = 0
+        self.boot_timer: asyncio.TimerHandle | None = None
+
+
+class Arbiter:
+    def __init__(self, cfg: RunConfig, name: str, control_path: str, *, version: str,
+                 flags: dict | None = None, config_path: str | None = None):
+        self.cfg = cfg
+        self.cfg_flags = flags or {}
+        self.cfg_path = config_path
+        self.name = name
+        self.control_path = control_path
+        self.version = version
+        self.engine = cluster._engine
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.state = "starting"
+        self.generation = 1
+        self.wanted = resolve_workers(cfg.workers)
+        self.slots: dict[int, Slot] = {}
+        self.by_worker: dict[int, Slot] = {}
+        self.started_at = time.time()
+        self.logs = LogBook(log_file=cfg.log_file)
+        self.exit_code: int | None = None
+        self.done: asyncio.Future | None = None
+        self.stderr_tails: dict[int, deque] = {}
+        self.control = None
+        self.boot_failure: str | None = None
+        self.booting: dict[int, asyncio.Future] = {}  # reload replacements, by worker id
+        self.notify = None  # systemd hooks (issue: operations)
+
+    # -- setup ----------------------------------------------------------------
+    def configure_engine(self) -> None:
+        cluster.scheduling_policy = POLICY_BY_NAME[self.cfg.policy]
+        settings: dict[str, Any] = {"silent": True, "args": [], "exec_argv": []}
+        if self.cfg.chdir:
+            settings["cwd"] = self.cfg.chdir
+        if self.cfg.user:
+            settings["uid"] = int(self.cfg.user) if self.cfg.user.isdigit() else self.cfg.user
+        if self.cfg.group:
+            settings["gid"] = int(self.cfg.group) if self.cfg.group.isdigit() else self.cfg.group
+        cluster.setup_primary(**settings)
+        self.engine.worker_command = ["-m", "pycluster._target", self.cfg.app]
+        cluster.on("online", self._on_online)
+        cluster.on("listening", self._on_listening)
+        cluster.on("exit", self._on_exit)
+
+    def bind(self) -> None:
+        """Bind every --bind address before any fork (fails fast, nothing started)."""
+        for spec in self.cfg.bind:
+            try:
+                self.engine.add_listener(spec)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {spec}: {exc.strerror or exc}") from None
+
+    # -- running ----------------------------------------------------------------
+    async def main(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.engine.attach(self.loop)
+        self.done = self.loop.create_future()
+        from .control.server import ControlServer
+        self.control = ControlServer(self, self.control_path)
+        await self.control.start()
+        for signum, cmd in _SIGNALS.items():
+            self.loop.add_signal_handler(signum, self._signal, signum, cmd)
+        for index in range(1, self.wanted + 1):
+            self.spawn(self._slot(index))
+        self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
+        try:
+            return await self.done
+        finally:
+            for signum in _SIGNALS:
+                self.loop.remove_signal_handler(signum)
+            await self.control.close()
+            self.logs.close()
+
+    def _slot(self, index: int) -> Slot:
+        slot = self.slots.get(index)
+        if slot is None:
+            slot = self.slots[index] = Slot(index)
+        return slot
+
+    def spawn(self, slot: Slot) -> None:
+        if self.state == "stopping":
+            return
+        slot.retry = None
+        env = dict(self.cfg.env)
+        try:
+            worker = cluster.fork(env)
+        except OSError as exc:
+            self.logs.master(f"cannot start a worker: {exc}")
+            self._schedule_restart(slot, crashed=True)
+            return
+        slot.worker = worker
+        slot.ready = False
+        slot.started = time.monotonic()
+        slot.generation = self.generation
+        self.by_worker[worker.id] = slot
+        self.stderr_tails[worker.id] = deque(maxlen=STDERR_TAIL)
+        self.logs.attach(worker, self.loop, self.stderr_tails[worker.id])
+        if self.state != "starting":
+            slot.boot_timer = self.loop.call_later(self.cfg.boot_timeout, self._boot_timed_out, worker)
+
+    def is_ready(self, worker: PrimaryWorker) -> bool:
+        keys = {h.key for h in self.engine.master_listeners}
+        if not keys:
+            return worker.state in ("online", "listening")
+        return keys <= worker.listening_keys
+
+    def _on_online(self, worker: PrimaryWorker) -> None:
+        self._maybe_ready(worker)
+
+    def _on_listening(self, worker: PrimaryWorker, address: Any) -> None:
+        self._maybe_ready(worker)
+
+    def _maybe_ready(self, worker: PrimaryWorker) -> None:
+        pending = self.booting.get(worker.id)
+        if pending is not None:
+            if self.is_ready(worker) and not pending.done():
+                pending.set_result(True)
+            return
+        slot = self.by_worker.get(worker.id)
+        if slot is None or slot.ready or slot.worker is not worker or not self.is_ready(worker):
+            return
+        slot.ready = True
+        if slot.boot_timer is not None:
+            slot.boot_timer.cancel()
+            slot.boot_timer = None
+        self.logs.master(f"worker {worker.id} (pid {worker.pid}) ready")
+        if self.state == "starting" and all(s.ready for s in self.slots.values()):
+            self.state = "running"
+            listen = ", ".join(_fmt_address(h.address) for h in self.engine.master_listeners) or "no listeners"
+            self.logs.master(f"{self.name} ready: {len(self.slots)} workers, policy {self.cfg.policy},"
+                             f" {listen} (master pid {os.getpid()})")
+            if self.notify is not None:
+                self.notify.ready(self)
+            from .daemon import report
+            report(0)
+
+    def _boot_timed_out(self, worker: PrimaryWorker) -> None:
+        slot = self.by_worker.get(worker.id)
+        if slot is not None and slot.worker is worker and not slot.ready:
+            self.logs.master(f"worker {worker.id} (pid {worker.pid}) not ready after"
+                             f" {self.cfg.boot_timeout:g}s; killing it")
+            worker.signal("SIGKILL")
+
+    def _check_first_generation(self) -> None:
+        if self.state == "starting":
+            waiting = [s for s in self.slots.values() if not s.ready]
+            worker = waiting[0].worker if waiting else None
+            self._boot_failed(worker, f"not ready after {self.cfg.boot_timeout:g}s")
+
+    def _boot_failed(self, worker: PrimaryWorker | None, why: str) -> None:
+        tail = list(self.stderr_tails.get(worker.id, ())) if worker is not None else []
+        who = f"worker {worker.id} (pid {worker.pid})" if worker is not None else "a worker"
+        lines = [f"{self.name}: the first generation never became ready: {who} {why}"]
+        if tail:
+            lines.append(f"last lines of {who}'s stderr:")
+            lines.extend("  " + line for line in tail)
+        self.boot_failure = "\n".join(lines)
+        self.stop(EXIT_BOOT, immediate=True)
+
+    def adopt(self, slot: Slot, worker: PrimaryWorker, generation: int) -> None:
+        """A reload's ready replacement takes over the slot."""
+        old = slot.worker
+        if old is not None:
+            self.by_worker.pop(old.id, None)
+        slot.worker = worker
+        slot.ready = True
+        slot.started = time.monotonic()
+        slot.generation = generation
+        slot.fails = 0
+        self.by_worker[worker.id] = slot
+        self.logs.master(f"worker {worker.id} (pid {worker.pid}) ready (generation {generation})")
+
+    def reread_config(self) -> None:
+        """Reload re-reads the config file first; a bad one aborts before any worker is touched."""
+        from . import config
+        from .control.protocol import RequestError
+        try:
+            fresh = config.load(self.cfg_flags, config_path=self.cfg_path)
+        except config.ConfigError as exc:
+            raise RequestError("bad_config", f"reload aborted, config unchanged: {exc}") from None
+        for key in ("env", "graceful_timeout", "boot_timeout", "timeout", "max_memory",
+                    "restart_delay", "max_restart_delay", "min_uptime"):
+            self.cfg.values[key] = fresh.values[key]
+
+    def _on_exit(self, worker: PrimaryWorker, code: int | None, sig: str | None) -> None:
+        pending = self.booting.get(worker.id)
+        if pending is not None:
+            self.logs.detach(worker)
+            if not pending.done():
+                pending.set_result(False)
+            return
+        slot = self.by_worker.pop(worker.id, None)
+        self.logs.detach(worker)
+        tail = self.stderr_tails.pop(worker.id, deque())
+        if slot is None:
+            self._maybe_finished()
+            return
+        if slot.boot_timer is not None:
+            slot.boot_timer.cancel()
+            slot.boot_timer = None
+        how = f"signal {sig}" if sig else f"code {code}"
+        slot.last_exit = {"code": code, "signal": sig, "at": time.time()}
+        if slot.worker is worker:
+            slot.worker = None
+        if self.state == "stopping":
+            self._maybe_finished()
+            return
+        if worker.exited_after_disconnect:
+            self.logs.master(f"worker {worker.id} (pid {worker.pid}) left ({how})")
+            return
+        if self.state == "starting" and not slot.ready:
+            self.stderr_tails[worker.id] = tail
+            self._boot_failed(worker, f"exited with {how} before it was ready")
+            return
+        uptime = time.monotonic() - slot.started
+        self.logs.master(f"worker {worker.id} (pid {worker.pid}) exited with {how}"
+                         f" after {uptime:.1f}s; replacing it")
+        self._schedule_restart(slot, crashed=uptime < self.cfg.min_uptime)
+
+    def _schedule_restart(self, slot: Slot, *, crashed: bool) -> None:
+        slot.restarts += 1
+        if not crashed:
+            slot.fails = 0
+            self.spawn(slot)
+            return
+        slot.fails += 1
+        delay = min(self.cfg.restart_delay * (2 ** (slot.fails - 1)), self.cfg.max_restart_delay)
+        if slot.fails > 1:
+            self.logs.master(f"slot {slot.index} is crash-looping: next start in {delay:.2f}s")
+        slot.retry = self.loop.call_later(delay, self.spawn, slot)
+
+    def slot_state(self, slot: Slot) -> str:
+        worker = slot.worker
+        if worker is None:
+            return "crash-looping" if slot.fails > 1 or slot.retry is not None else "dead"
+        if worker.state == "disconnected":
+            return "disconnecting"
+        if worker.state == "dead":
+            return "dead"
+        if slot.fails > 1 and not slot.ready:
+            return "crash-looping"
+        if worker.state == "none":
+            return "starting"
+        return str(worker.state)
+
+    # -- commands ----------------------------------------------------------------
+    def _signal(self, signum: int, cmd: dict) -> None:
+        if signum == signal.SIGINT and self.state == "stopping":
+            cmd = {"cmd": "stop", "now": True}
+        self.loop.create_task(commands.execute(self, dict(cmd)))
+
+    def scale(self, wanted: int) -> int:
+        wanted = max(0, min(4096, wanted))
+        self.wanted = wanted
+        live = sorted(self.slots)
+        while len(self.slots) < wanted:
+            index = 1
+            while index in self.slots:
+                index += 1
+            self.spawn(self._slot(index))
+        for index in reversed(live):
+            if len(self.slots) <= wanted:
+                break
+            self.retire(self.slots.pop(index))
+        return wanted
+
+    def retire(self, slot: Slot) -> None:
+        """Gracefully stop a slot's worker (SIGKILL after graceful_timeout)."""
+        if slot.retry is not None:
+            slot.retry.cancel()
+            slot.retry = None
+        worker = slot.worker
+        if worker is None:
+            return
+        self.retire_worker(worker)
+
+    def retire_worker(self, worker: PrimaryWorker) -> None:
+        worker.disconnect()
+        self.loop.call_later(self.cfg.graceful_timeout, self._kill_late, worker)
+
+    @staticmethod
+    def _kill_late(worker: PrimaryWorker) -> None:
+        if not worker.is_dead():
+            worker.signal("SIGKILL")
+
+    def stop(self, code: int = EXIT_OK, *, immediate: bool = False) -> None:
+        if self.exit_code is None:
+            self.exit_code = code
+        first = self.state != "stopping"
+        self.state = "stopping"
+        for slot in self.slots.values():
+            if slot.retry is not None:
+                slot.retry.cancel()
+                slot.retry = None
+        if first:
+            self.logs.master(f"{self.name}: stopping ({'now' if immediate else 'gracefully'})")
+            if self.notify is not None:
+                self.notify.stopping(self)
+            for handle in list(self.engine.master_listeners):
+                handle.close()  # stop accepting
+        for worker in list(cluster.workers.values()):
+            if immediate:
+                worker.signal("SIGKILL")
+            elif first:
+                self.retire_worker(worker)
+        self._maybe_finished()
+
+    def _maybe_finished(self) -> None:
+        if self.state == "stopping" and not cluster.workers and self.done is not None and not self.done.done():
+            self.done.set_result(self.exit_code or EXIT_OK)
+
+    # -- status -------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        from .stats import sample
+        workers = []
+        for index in sorted(self.slots):
+            slot = self.slots[index]
+            worker = slot.worker
+            pid = worker.pid if worker is not None else None
+            cpu, rss = sample(pid) if pid else (None, None)
+            conns = None
+            if worker is not None:
+                counts = [h.connections(worker) for h in self.engine.master_listeners]
+                known = [c for c in counts if c is not None]
+                conns = sum(known) if known else None
+            workers.append({
+                "id": worker.id if worker is not None else None, "slot": index, "pid": pid,
+                "generation": slot.generation, "state": self.slot_state(slot),
+                "uptime_s": round(time.monotonic() - slot.started, 3) if worker is not None else 0.0,
+                "restarts": slot.restarts, "connections": conns, "cpu_percent": cpu, "rss_bytes": rss,
+                "last_exit": slot.last_exit,
+            })
+        return {
+            "name": self.name, "pid": os.getpid(), "version": self.version, "state": self.state,
+            "policy": self.cfg.policy, "generation": self.generation, "workers_wanted": self.wanted,
+            "uptime_s": round(time.time() - self.started_at, 3), "target": self.cfg.app,
+            "listeners": [self._listener(h) for h in self.engine.master_listeners],
+            "workers": workers,
+        }
+
+    @staticmethod
+    def _listener(handle: Any) -> dict[str, Any]:
+        a = handle.address
+        return {"address": a.address, "port": a.port, "address_type": a.address_type}
+
+
+_SIGNALS = {
+    signal.SIGTERM: {"cmd": "stop"},
+    signal.SIGINT: {"cmd": "stop"},
+    signal.SIGQUIT: {"cmd": "stop", "now": True},
+    signal.SIGTTIN: {"cmd": "scale", "delta": 1},
+    signal.SIGTTOU: {"cmd": "scale", "delta": -1},
+    signal.SIGUSR1: {"cmd": "reopen"},
+    signal.SIGHUP: {"cmd": "reload"},
+}
+
+
+def _fmt_address(a: Any) -> str:
+    if a.address_type == -1:
+        return f"unix:{a.address}"
+    host = a.address or ""
+    prefix = "udp://" if isinstance(a.address_type, str) else "http://"
+    return f"{prefix}[{host}]:{a.port}" if ":" in host else f"{prefix}{host}:{a.port}"
+

@@ -1,0 +1,227 @@
+"""``pycluster``: the command line (click is imported here and nowhere else)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..config import SETTINGS, Setting
+
+EXIT_NO_MASTER = 3
+
+
+def _option(setting: Setting):
+    kwargs = {"help": setting.help, "default": None, "show_envvar": False}
+    if setting.is_flag:
+        kwargs["is_flag"] = True
+    else:
+        kwargs["metavar"] = setting.metavar or None
+    if setting.multiple:
+        kwargs["multiple"] = True
+    return click.option(*setting.flags, setting.name, **kwargs)
+
+
+def run_options(fn):
+    for setting in reversed([s for s in SETTINGS if s.flags]):
+        fn = _option(setting)(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pycluster")
+def main() -> None:
+    """Run a Python server on every core: a master that forks workers sharing
+    ports, restarts them, reloads them without dropping requests, and answers
+    status / reload / stop / scale over a control socket."""
+
+
+@main.command("run", context_settings={"ignore_unknown_options": False})
+@click.argument("target", required=False)
+@click.option("-c", "--config", "config_file", metavar="FILE",
+              help="Config file (default ./pycluster.toml, else [tool.pycluster] in ./pyproject.toml).")
+@run_options
+def run_cmd(target: str | None, config_file: str | None, **flags) -> None:
+    """Start a master running TARGET (module:callable or path/to/script.py) in each worker."""
+    from .run import run_master
+    sys.exit(run_master(target, config_file, flags))
+
+
+def _control_options(fn):
+    fn = click.option("--control", metavar="PATH", default=None, help="Control socket path.")(fn)
+    fn = click.option("-n", "--name", metavar="NAME", default=None,
+                      help="The master to talk to (default: the only one running).")(fn)
+    return fn
+
+
+def _path_or_exit(name: str | None, control: str | None, missing_code: int = EXIT_NO_MASTER) -> str:
+    from ..control.client import Ambiguous, NoMaster, resolve
+    try:
+        return resolve(name, control)
+    except NoMaster as exc:
+        click.echo(f"pycluster: {exc}", err=True)
+        sys.exit(missing_code)
+    except Ambiguous as exc:
+        click.echo(f"pycluster: {exc}", err=True)
+        sys.exit(2)
+
+
+def _call(path: str, request: dict, timeout: float = 10.0) -> dict:
+    from ..control.client import NoMaster, request as send
+    try:
+        reply = send(path, request, timeout=timeout)
+    except NoMaster as exc:
+        click.echo(f"pycluster: {exc}", err=True)
+        sys.exit(EXIT_NO_MASTER)
+    except OSError as exc:
+        click.echo(f"pycluster: cannot reach the master on {path}: {exc}", err=True)
+        sys.exit(1)
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        click.echo(f"pycluster: {err.get('message', 'request failed')} ({err.get('code', '?')})", err=True)
+        sys.exit(1)
+    return reply.get("result")
+
+
+@main.command("status")
+@_control_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status JSON (SPEC section 5).")
+@click.option("--watch", is_flag=True, help="Live view (same as `pycluster top`).")
+def status_cmd(name, control, as_json, watch) -> None:
+    """Show the master and its workers; exit 3 when no master answers."""
+    path = _path_or_exit(name, control)
+    if watch:
+        from ..tui import watch as live
+        sys.exit(live(path))
+    result = _call(path, {"cmd": "status"})
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    from ..tui import print_status
+    print_status(result)
+
+
+@main.command("top")
+@_control_options
+def top_cmd(name, control) -> None:
+    """Live view of the cluster (status --watch)."""
+    path = _path_or_exit(name, control)
+    from ..tui import watch as live
+    sys.exit(live(path))
+
+
+@main.command("stop")
+@_control_options
+@click.option("--timeout", type=float, default=None, metavar="S",
+              help="Wait at most S seconds for the master to exit (default: until it does).")
+def stop_cmd(name, control, timeout) -> None:
+    """Stop the master gracefully and wait until it has exited."""
+    import time
+    path = _path_or_exit(name, control)
+    result = _call(path, {"cmd": "stop"})
+    pid = result.get("pid")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while pid and _alive(pid):
+        if deadline is not None and time.monotonic() > deadline:
+            click.echo(f"pycluster: master {pid} still running after {timeout:g}s", err=True)
+            sys.exit(1)
+        time.sleep(0.05)
+    click.echo(f"stopped (master pid {pid})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@main.command("scale")
+@_control_options
+@click.argument("count", metavar="N|+N|-N")
+def scale_cmd(name, control, count: str) -> None:
+    """Set the number of workers: N, or +N / -N relative to now."""
+    text = count.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        click.echo(f"pycluster: scale: {count!r} is not N, +N or -N", err=True)
+        sys.exit(2)
+    request = {"cmd": "scale", ("delta" if text[:1] in "+-" else "workers"): value}
+    path = _path_or_exit(name, control)
+    result = _call(path, request)
+    click.echo(f"workers: {result['was']} -> {result['workers_wanted']}")
+
+
+@main.command("reload")
+@_control_options
+@click.option("--wait/--no-wait", default=True, help="Wait until the new generation is complete.")
+def reload_cmd(name, control, wait) -> None:
+    """Rolling reload: replace every worker with freshly loaded code."""
+    path = _path_or_exit(name, control)
+    if not wait:
+        result = _call(path, {"cmd": "reload", "wait": False})
+        click.echo(f"reload to generation {result['generation']} started")
+        return
+    from .reload_view import follow_reload
+    sys.exit(follow_reload(path))
+
+
+@main.command("logs")
+@_control_options
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--lines", type=click.IntRange(0, 100000), default=100, show_default=True)
+def logs_cmd(name, control, follow, lines) -> None:
+    """Print the master's recent log lines (workers' output included)."""
+    path = _path_or_exit(name, control)
+    if not follow:
+        for entry in _call(path, {"cmd": "logs", "lines": lines})["lines"]:
+            click.echo(_fmt_log(entry))
+        return
+    from ..control.client import stream
+    try:
+        for reply in stream(path, {"cmd": "logs", "lines": lines, "follow": True}):
+            for entry in (reply.get("result") or {}).get("lines", []):
+                click.echo(_fmt_log(entry))
+    except KeyboardInterrupt:
+        pass
+
+
+def _fmt_log(entry: dict) -> str:
+    who = f"worker {entry['worker']}" if entry.get("worker") is not None else "pycluster"
+    return f"[{who}] {entry.get('line', '')}"
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(as_json) -> None:
+    """List the masters running for this user."""
+    from ..control import paths
+    from ..control.client import NoMaster, request
+    rows = []
+    for path in paths.candidates():
+        try:
+            reply = request(path, {"cmd": "status"}, timeout=2.0)
+        except (NoMaster, OSError, ValueError):
+            continue
+        res = reply.get("result") or {}
+        rows.append({"name": res.get("name"), "pid": res.get("pid"), "state": res.get("state"),
+                     "workers": len(res.get("workers", [])), "target": res.get("target"), "control": path})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no pycluster master is running")
+        return
+    for row in rows:
+        click.echo(f"{row['name']}\tpid {row['pid']}\t{row['state']}\t{row['workers']} workers\t{row['target']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

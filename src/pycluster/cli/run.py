@@ -1,0 +1,103 @@
+"""``pycluster run``: load the settings, bind, start the arbiter, exit with
+the documented status (0 graceful stop, 1 runtime error, 2 usage/config
+error, 3 the first generation never became ready)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any
+
+from .. import config
+from ..errors import EXIT_BOOT, EXIT_RUNTIME, EXIT_USAGE
+
+
+def _err(message: str) -> None:
+    from ..daemon import report
+    text = f"pycluster: {message}\n"
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    report(1, text)
+
+
+def run_master(target: str | None, config_file: str | None, flags: dict[str, Any]) -> int:
+    flags = dict(flags)
+    flags["app"] = target
+    try:
+        cfg = config.load(flags, config_path=config_file)
+    except config.ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    name = cfg.name or config.default_name(cfg.app)
+    if cfg.chdir:
+        try:
+            os.chdir(cfg.chdir)
+        except OSError as exc:
+            _err(f"--chdir {cfg.chdir}: {exc.strerror}")
+            return EXIT_USAGE
+    if cfg.daemon:
+        from ..daemon import daemonize
+        code = daemonize()
+        if code is not None:
+            return code
+    from ..control.paths import socket_path
+    from ..control.server import ControlSocketInUse, probe
+    control = socket_path(name, cfg.control)
+    if os.path.exists(control) and probe(control) is not False:
+        pid = probe(control)
+        _err(str(ControlSocketInUse(control, pid if isinstance(pid, int) else None)))
+        return EXIT_RUNTIME
+    pidfile = None
+    if cfg.pidfile:
+        from ..pidfile import PidFile, PidFileError
+        try:
+            pidfile = PidFile(cfg.pidfile)
+            pidfile.acquire()
+        except PidFileError as exc:
+            _err(str(exc))
+            return EXIT_RUNTIME
+    try:
+        return _run(cfg, name, control, flags, config_file)
+    finally:
+        if pidfile is not None:
+            pidfile.release()
+
+
+def _run(cfg: config.RunConfig, name: str, control: str, flags: dict, config_file: str | None) -> int:
+    import pycluster
+    from ..arbiter import Arbiter
+    from ..control.server import ControlSocketInUse
+    from ..errors import SettingsError
+
+    arbiter = Arbiter(cfg, name, control, version=pycluster.__version__, flags=flags,
+                      config_path=config_file)
+    try:
+        arbiter.configure_engine()
+    except (SettingsError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    try:
+        arbiter.bind()
+    except OSError as exc:
+        _err(str(exc))
+        return EXIT_RUNTIME
+    from ..systemd import Notifier
+    arbiter.notify = Notifier.from_environ()
+    loop = asyncio.new_event_loop()
+    try:
+        code = loop.run_until_complete(arbiter.main())
+    except ControlSocketInUse as exc:
+        _err(str(exc))
+        code = EXIT_RUNTIME
+    except OSError as exc:
+        _err(str(exc))
+        code = EXIT_RUNTIME
+    finally:
+        pycluster._engine._shutdown_loop(loop)
+    if arbiter.boot_failure:
+        from ..daemon import report
+        sys.stderr.write(f"pycluster: {arbiter.boot_failure}\n")
+        report(EXIT_BOOT, f"pycluster: {arbiter.boot_failure}\n")
+        return EXIT_BOOT
+    return code

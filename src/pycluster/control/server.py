@@ -1,0 +1,153 @@
+"""The master's control server: a unix socket on the master's loop.
+
+The socket is created 0600 (umask around bind: no chmod window) inside a
+0700 directory; a peer whose uid (SO_PEERCRED) is neither ours nor root's
+is refused. Requests are bounded in size, read with a timeout, and the
+number of clients at once is capped. A leftover socket is replaced only
+after a connect() proves nobody listens on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import struct
+
+from .. import commands
+from . import protocol
+from .paths import ensure_private_dir
+
+MAX_CLIENTS = 32
+READ_TIMEOUT = 10.0
+_CRED = struct.Struct("3i")
+
+
+class ControlSocketInUse(OSError):
+    def __init__(self, path: str, pid: int | None):
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(errno.EADDRINUSE, f"control socket {path} is in use by a live master ({who});"
+                         " stop it first or choose another --name")
+        self.pid = pid
+
+
+def claim(path: str) -> socket.socket:
+    """Bind the control socket (replacing a stale one), 0600 from birth."""
+    ensure_private_dir(os.path.dirname(path) or ".")
+    if os.path.exists(path):
+        pid = probe(path)
+        if pid is not False:
+            raise ControlSocketInUse(path, pid)
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def probe(path: str) -> int | None | bool:
+    """False if nothing listens at ``path``; else the live master's pid (or None)."""
+    probe_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe_sock.settimeout(1.0)
+    try:
+        probe_sock.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        return None
+    try:
+        probe_sock.sendall(protocol.encode({"cmd": "status"}))
+        data = probe_sock.makefile("rb").readline(protocol.MAX_REQUEST)
+        import json
+        return json.loads(data)["result"]["pid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        probe_sock.close()
+
+
+class ControlServer:
+    def __init__(self, arbiter, path: str):
+        self.arbiter = arbiter
+        self.path = path
+        self.server: asyncio.base_events.Server | None = None
+        self.clients: set[asyncio.Task] = set()
+        self._uid = os.geteuid()
+
+    async def start(self) -> None:
+        sock = claim(self.path)
+        self.server = await asyncio.start_unix_server(self._client, sock=sock,
+                                                      limit=protocol.MAX_REQUEST + 1)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for task in list(self.clients):
+            task.cancel()
+        try:
+            if os.path.exists(self.path):
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        sock = writer.get_extra_info("socket")
+        try:
+            if len(self.clients) >= MAX_CLIENTS:
+                writer.write(protocol.error("busy", f"too many control clients (max {MAX_CLIENTS})"))
+                return
+            self.clients.add(task)
+            if not self._allowed(sock):
+                writer.write(protocol.error("forbidden", "permission denied: not the master's user or root"))
+                return
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.clients.discard(task)
+            try:
+                await asyncio.wait_for(writer.drain(), 1.0)
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001
+                pass
+            writer.close()
+
+    def _allowed(self, sock: socket.socket) -> bool:
+        try:
+            _pid, uid, _gid = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+        except OSError:
+            return False
+        return uid in (self._uid, 0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
+            except asyncio.TimeoutError:
+                writer.write(protocol.error("timeout", f"no complete request within {READ_TIMEOUT:g}s"))
+                return
+            except (ValueError, asyncio.LimitOverrunError):
+                writer.write(protocol.error("too_large",
+                                            f"request over the {protocol.MAX_REQUEST}-byte limit"))
+                return
+            if not line:
+                return
+            if not line.endswith(b"\n"):
+                writer.write(protocol.error("bad_request", "truncated request (no newline before EOF)"))
+                return
+            try:
+                request = protocol.decode_request(line.rstrip(b"\r\n"))
+            except protocol.RequestError as exc:
+                writer.write(protocol.error(exc.code, exc.message))
+                return
+            keep_open = await commands.serve_request(self.arbiter, request, writer)
+            await writer.drain()
+            if not keep_open:
+                return

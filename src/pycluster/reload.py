@@ -1,0 +1,112 @@
+"""Rolling reload (nginx semantics): boot the new code first, keep the old
+generation serving if anything fails.
+
+For each slot, one at a time: fork a replacement (freshly imported code),
+wait until it is ready (``boot_timeout``), take the old worker out of
+rotation and stop it gracefully. A replacement that dies or times out
+aborts the reload: it is killed, the old workers keep serving, and the
+caller gets the replacement's stderr tail. One reload at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+import pycluster as cluster
+
+from .control import protocol
+from .control.protocol import RequestError
+
+
+async def rolling_reload(arbiter, *, wait: bool, writer: Any) -> Any:
+    if arbiter.state == "reloading":
+        raise RequestError("busy", "a reload is already running; wait for it to finish")
+    if arbiter.state != "running":
+        raise RequestError("not_running", f"cannot reload while the cluster is {arbiter.state}")
+    arbiter.reread_config()  # raises RequestError("bad_config") before any worker is touched
+    arbiter.state = "reloading"
+    generation = arbiter.generation + 1
+    if arbiter.notify is not None:
+        arbiter.notify.reloading(arbiter)
+    task = asyncio.ensure_future(_roll(arbiter, generation, writer if wait else None))
+    if not wait:
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        return {"generation": generation, "started": True}
+    result = await task
+    if not result["ok"]:
+        raise RequestError("reload_failed", result["message"])
+    return result
+
+
+async def _roll(arbiter, generation: int, progress: Any) -> dict:
+    started = time.monotonic()
+    slots = [arbiter.slots[i] for i in sorted(arbiter.slots)]
+    total = len(slots)
+    replaced = 0
+    try:
+        for slot in slots:
+            if arbiter.state != "reloading":
+                return _result(False, "the reload was interrupted (the cluster is stopping)", generation,
+                               replaced, total, started)
+            new, failure = await _boot_replacement(arbiter, generation)
+            if failure is not None:
+                arbiter.logs.master(f"reload aborted: {failure}; generation {arbiter.generation} keeps serving")
+                return _result(False, failure, generation, replaced, total, started)
+            old = slot.worker
+            if slot.retry is not None:
+                slot.retry.cancel()
+                slot.retry = None
+            arbiter.adopt(slot, new, generation)
+            if old is not None:
+                arbiter.retire_worker(old)
+            replaced += 1
+            if progress is not None:
+                progress.write(protocol.ok({"progress": {"replaced": replaced, "total": total,
+                                                         "worker": new.id, "pid": new.pid}}))
+                await progress.drain()
+        arbiter.generation = generation
+        arbiter.logs.master(f"reload complete: generation {generation}, {replaced} workers replaced"
+                            f" in {time.monotonic() - started:.2f}s")
+        return _result(True, "reloaded", generation, replaced, total, started)
+    finally:
+        if arbiter.state == "reloading":
+            arbiter.state = "running"
+        if arbiter.notify is not None:
+            arbiter.notify.ready(arbiter)
+
+
+async def _boot_replacement(arbiter, generation: int) -> tuple[Any, str | None]:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future = loop.create_future()
+    try:
+        worker = cluster.fork(dict(arbiter.cfg.env))
+    except OSError as exc:
+        return None, f"cannot start a new worker: {exc}"
+    tail: deque = deque(maxlen=20)
+    arbiter.stderr_tails[worker.id] = tail
+    arbiter.logs.attach(worker, loop, tail)
+    arbiter.booting[worker.id] = ready
+    try:
+        ok = await asyncio.wait_for(ready, arbiter.cfg.boot_timeout)
+    except asyncio.TimeoutError:
+        ok = None
+    finally:
+        arbiter.booting.pop(worker.id, None)
+    if ok:
+        return worker, None
+    why = "was not ready in time" if ok is None else f"exited ({worker.signal_code or worker.exit_code})"
+    if not worker.is_dead():
+        worker.signal("SIGKILL")
+    lines = "\n".join("  " + line for line in tail)
+    message = f"new worker {worker.id} (pid {worker.pid}) {why}"
+    if lines:
+        message += f"; its last stderr lines:\n{lines}"
+    return None, message
+
+
+def _result(ok: bool, message: str, generation: int, replaced: int, total: int, started: float) -> dict:
+    return {"ok": ok, "message": message, "generation": generation, "replaced": replaced,
+            "total": total, "seconds": round(time.monotonic() - started, 3)}

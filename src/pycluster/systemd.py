@@ -1,0 +1,55 @@
+"""sd_notify: READY / RELOADING / STOPPING / STATUS / WATCHDOG over NOTIFY_SOCKET."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+
+class Notifier:
+    def __init__(self, address: str):
+        if address.startswith("@"):
+            address = "\0" + address[1:]
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.watchdog = None
+
+    @classmethod
+    def from_environ(cls) -> "Notifier | None":
+        address = os.environ.pop("NOTIFY_SOCKET", None)
+        if not address:
+            return None
+        notifier = cls(address)
+        usec = os.environ.pop("WATCHDOG_USEC", None)
+        os.environ.pop("WATCHDOG_PID", None)
+        if usec and usec.isdigit() and int(usec) > 0:
+            notifier.watchdog = int(usec) / 1e6
+        return notifier
+
+    def send(self, *lines: str) -> None:
+        try:
+            self.sock.sendto("\n".join(lines).encode(), self.address)
+        except OSError:
+            pass
+
+    def ready(self, arbiter: Any) -> None:
+        n = sum(1 for s in arbiter.slots.values() if s.ready)
+        self.send("READY=1", f"STATUS=generation {arbiter.generation}: {n} workers ready", f"MAINPID={os.getpid()}")
+        if self.watchdog and not getattr(self, "_beating", False):
+            self._beating = True
+            self._beat(arbiter)
+
+    def _beat(self, arbiter: Any) -> None:
+        if arbiter.state == "stopping":
+            return
+        self.send("WATCHDOG=1")
+        arbiter.loop.call_later(self.watchdog / 2, self._beat, arbiter)
+
+    def reloading(self, arbiter: Any) -> None:
+        usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)
+        self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading")
+
+    def stopping(self, arbiter: Any) -> None:
+        self.send("STOPPING=1", "STATUS=stopping")
