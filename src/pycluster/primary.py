@@ -281,6 +281,9 @@ class Engine:
         if self.loop is not None and not self.loop.is_closed():
             raise ClusterError("the cluster is already running on another event loop")
         self.loop = loop
+        for handle in set(self._handles.values()):
+            if hasattr(handle, "loop"):
+                handle.loop = loop  # listeners bound before the loop existed (--bind)
         for worker in list(self.workers.values()):
             self._attach_worker(worker)
         queued, self._before_loop = self._before_loop, []
@@ -681,8 +684,7 @@ class Engine:
             return ReusePortHandle(key, sock, described, owned=owned)
         if policy == SCHED_NONE or (policy == SCHED_REUSEPORT):
             return SharedHandle(key, sock, described, owned=owned, unlink=unlink)
-        loop = self.loop or asyncio.get_event_loop_policy().get_event_loop()
-        return RoundRobinHandle(key, sock, described, loop, owned=owned, window=self.handoff_window,
+        return RoundRobinHandle(key, sock, described, self.loop, owned=owned, window=self.handoff_window,
                                 handoff_timeout=self.handoff_timeout, unlink=unlink)
 
     def add_listener(self, spec: Any, *, kind: str | None = None) -> Any:
