@@ -263,7 +263,7 @@ class Channel:
                 self._out.append(item)
                 self._want_write()
         if done and callback:
-            callback(None)
+            self._soon(callback, None)  # never synchronously (Node's send callback)
         return True
 
     def request(self, obj: dict, fds: Iterable[int] = (), *,

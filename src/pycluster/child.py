@@ -43,6 +43,10 @@ _DISCONNECT_STOP_TIMEOUT = 2.0
 
 
 def _sigterm(signum: int, frame: Any) -> None:
+    global _exiting_explicitly
+    if _state.main_waiting:
+        return  # the main program is over and the process is leaving with 0 anyway
+    _exiting_explicitly = True
     raise SystemExit(_state.exit_code)
 
 
@@ -76,7 +80,7 @@ class ChildWorker(Worker):
         self._disconnecting = False
         self._closed = threading.Event()
         self._channel = Channel(sock, self._loop, on_message=self._on_message,
-                                on_close=self._on_close, on_error=self._on_error)
+                                on_close=self._on_close, on_error=self._channel_error)
         self._thread = threading.Thread(target=self._run, name="pycluster-channel", daemon=True)
         self._thread_id: int | None = None
         self._expected_close = False
@@ -165,7 +169,7 @@ class ChildWorker(Worker):
             self._after_disconnect = int(signal.SIGTERM) if obj.get("signal", True) else None
             self._finish_disconnect()
 
-    def _on_error(self, exc: BaseException) -> None:
+    def _channel_error(self, exc: BaseException) -> None:
         if self.listener_count("error"):
             self.emit("error", exc)
         else:

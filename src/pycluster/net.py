@@ -340,7 +340,11 @@ def _forget(fd: int) -> None:
 def _rr_accept(sock: socket.socket, bound: _Bound) -> tuple[socket.socket, Any]:
     fd = sock.fileno()
     while True:
-        data, anc, _flags, _addr = sock.recvmsg(1, _CMSG, socket.MSG_CMSG_CLOEXEC)
+        try:
+            data, anc, _flags, _addr = sock.recvmsg(1, _CMSG, socket.MSG_CMSG_CLOEXEC)
+        except ConnectionResetError:
+            # The primary closed the lane with our last ack unread: same as EOF.
+            data, anc = b"", []
         if not data:
             # The primary closed this lane (we were disconnected): stop being
             # readable for good. Nothing will ever arrive again, so accept
