@@ -31,7 +31,7 @@ class Slot:
     """A place for one worker; survives its restarts."""
 
     __slots__ = ("index", "worker", "restarts", "fails", "started", "ready", "retry", "last_exit",
-                 "generation", "boot_timer")
+                 "generation", "boot_timer", "replacing")
 
     def __init__(self, index: int):
         self.index = index
@@ -44,6 +44,7 @@ class Slot:
         self.last_exit: dict | None = None
         self.generation = 0
         self.boot_timer: asyncio.TimerHandle | None = None
+        self.replacing = False
 
 
 class Arbiter:
@@ -89,7 +90,12 @@ class Arbiter:
         cluster.on("exit", self._on_exit)
 
     def bind(self) -> None:
-        """Bind every --bind address before any fork (fails fast, nothing started)."""
+        """Bind every --bind address before any fork (fails fast, nothing started).
+        Sockets passed by systemd socket activation come first."""
+        from .systemd import activation_fds
+        for fd in activation_fds():
+            self.engine.add_listener(f"fd://{fd}")
+            os.close(fd)  # the handle holds its own duplicate
         for spec in self.cfg.bind:
             try:
                 self.engine.add_listener(spec)
@@ -109,6 +115,10 @@ class Arbiter:
         for index in range(1, self.wanted + 1):
             self.spawn(self._slot(index))
         self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
+        if self.cfg.timeout:
+            self.loop.call_later(self.cfg.timeout / 4, self._check_heartbeats)
+        if self.cfg.max_memory:
+            self.loop.call_later(1.0, self._check_memory)
         try:
             return await self.done
         finally:
@@ -127,7 +137,7 @@ class Arbiter:
         if self.state == "stopping":
             return
         slot.retry = None
-        env = dict(self.cfg.env)
+        env = self.worker_env()
         try:
             worker = cluster.fork(env)
         except OSError as exc:
@@ -143,6 +153,65 @@ class Arbiter:
         self.logs.attach(worker, self.loop, self.stderr_tails[worker.id])
         if self.state != "starting":
             slot.boot_timer = self.loop.call_later(self.cfg.boot_timeout, self._boot_timed_out, worker)
+
+    def worker_env(self) -> dict[str, str]:
+        env = dict(self.cfg.env)
+        if self.cfg.timeout:
+            env["PYCLUSTER_HEARTBEAT"] = str(self.cfg.timeout)
+        return env
+
+    def _check_heartbeats(self) -> None:
+        """--timeout: abort (stack to the log), then kill, a silent worker."""
+        if self.state == "stopping":
+            return
+        timeout = self.cfg.timeout
+        now = self.loop.time()
+        for worker in list(cluster.workers.values()):
+            if worker.is_dead() or not worker.is_connected() or getattr(worker, "_aborted", False):
+                continue
+            last = worker.last_heartbeat
+            if last is None:
+                worker.last_heartbeat = last = now  # starts counting at its first check
+            if now - last > timeout:
+                worker._aborted = True
+                self.logs.master(f"worker {worker.id} (pid {worker.pid}) sent no heartbeat for"
+                                 f" {now - last:.1f}s (--timeout {timeout:g}); aborting it")
+                worker.signal("SIGABRT")
+                self.loop.call_later(1.0, self._kill_late, worker)
+        if timeout:
+            self.loop.call_later(timeout / 4, self._check_heartbeats)
+
+    def _check_memory(self) -> None:
+        """--max-memory: replace a worker over the limit, new one ready first."""
+        if self.state == "stopping":
+            return
+        from .stats import sample
+        for slot in list(self.slots.values()):
+            worker = slot.worker
+            if worker is None or not slot.ready or getattr(slot, "replacing", False):
+                continue
+            _cpu, rss = sample(worker.pid)
+            if rss is not None and rss > self.cfg.max_memory:
+                self.logs.master(f"worker {worker.id} (pid {worker.pid}) uses {rss // 2**20} MiB, over"
+                                 f" --max-memory {self.cfg.max_memory // 2**20} MiB; replacing it")
+                self.loop.create_task(self._replace(slot))
+        self.loop.call_later(1.0, self._check_memory)
+
+    async def _replace(self, slot: Slot) -> None:
+        from .reload import _boot_replacement
+        slot.replacing = True  # type: ignore[attr-defined]
+        try:
+            new, failure = await _boot_replacement(self, slot.generation)
+            if failure is not None:
+                self.logs.master(f"replacement failed: {failure}")
+                return
+            old = slot.worker
+            self.adopt(slot, new, slot.generation)
+            slot.restarts += 1
+            if old is not None:
+                self.retire_worker(old)
+        finally:
+            slot.replacing = False  # type: ignore[attr-defined]
 
     def is_ready(self, worker: PrimaryWorker) -> bool:
         keys = {h.key for h in self.engine.master_listeners}

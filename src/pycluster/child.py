@@ -314,6 +314,7 @@ def boot() -> ChildWorker:
     ppid = int(env.pop(ENV_PPID, "0") or 0)
     stdio = env.pop(ENV_STDIO, "")
     inspect_port = env.pop(ENV_INSPECT_PORT, None)
+    heartbeat = env.pop("PYCLUSTER_HEARTBEAT", None)
     _arm_parent_death(ppid)
     if stdio:
         channel_fd = _remap_stdio(stdio, channel_fd)
@@ -335,6 +336,10 @@ def boot() -> ChildWorker:
     net.install(worker)
     worker.start()
     worker._channel.send(KIND_INTERNAL, {"act": "online"})
+    if heartbeat:
+        from . import _heartbeat
+        _heartbeat.install_main_probe()
+        _heartbeat.start(worker, float(heartbeat))
     _wrap_exit()
     threading._register_atexit(_wait_for_disconnect)  # type: ignore[attr-defined]
     if inspect_port is not None:

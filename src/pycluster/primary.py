@@ -156,6 +156,7 @@ class PrimaryWorker(Worker):
         self.stderr = None
         self.stdio: list[Any] = []
         self.listening_keys: set[str] = set()
+        self.last_heartbeat: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -621,7 +622,11 @@ class Engine:
         self._remove_handles(worker)
         worker._channel.reply(msg)
 
+    def _act_heartbeat(self, worker: PrimaryWorker, msg: dict) -> None:
+        worker.last_heartbeat = self.loop.time()
+
     _ACTS: dict[str, Callable[["Engine", PrimaryWorker, dict], None]] = {
+        "heartbeat": _act_heartbeat,
         "online": _act_online,
         "query": _act_query,
         "listening": _act_listening,

@@ -82,7 +82,7 @@ async def _boot_replacement(arbiter, generation: int) -> tuple[Any, str | None]:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future = loop.create_future()
     try:
-        worker = cluster.fork(dict(arbiter.cfg.env))
+        worker = cluster.fork(arbiter.worker_env())
     except OSError as exc:
         return None, f"cannot start a new worker: {exc}"
     tail: deque = deque(maxlen=20)

@@ -8,6 +8,20 @@ import time
 from typing import Any
 
 
+SD_LISTEN_FDS_START = 3
+
+
+def activation_fds(environ: dict | None = None) -> list[int]:
+    """The listening sockets systemd passed us (LISTEN_FDS / LISTEN_PID),
+    removed from the environment so workers never see them."""
+    env = os.environ if environ is None else environ
+    count, pid = env.pop("LISTEN_FDS", None), env.pop("LISTEN_PID", None)
+    env.pop("LISTEN_FDNAMES", None)
+    if not count or not pid or not count.isdigit() or not pid.isdigit() or int(pid) != os.getpid():
+        return []
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
+
+
 class Notifier:
     def __init__(self, address: str):
         if address.startswith("@"):

@@ -223,5 +223,34 @@ def list_cmd(as_json) -> None:
         click.echo(f"{row['name']}\tpid {row['pid']}\t{row['state']}\t{row['workers']} workers\t{row['target']}")
 
 
+@main.command("startup", context_settings={"ignore_unknown_options": True})
+@click.option("--user", "user_unit", is_flag=True, help="Write a user unit (systemctl --user).")
+@click.option("-o", "--output", metavar="FILE", default=None,
+              help="Where to write the unit ('-' for stdout; default: the systemd unit directory).")
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED, required=True)
+def startup_cmd(user_unit, output, run_args) -> None:
+    """Write a systemd unit (Type=notify) that runs `pycluster run RUN-ARGS...`."""
+    from .. import config
+    from ..startup import default_path, render
+    args = list(run_args)
+    target = next((a for a in args if not a.startswith("-")), None)
+    try:
+        cfg = config.load({"app": target}, environ={})
+        name = cfg.name or config.default_name(cfg.app)
+    except config.ConfigError as exc:
+        click.echo(f"pycluster: {exc}", err=True)
+        sys.exit(2)
+    text = render(args, user_unit=user_unit, name=name, graceful_timeout=cfg.graceful_timeout)
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    path = output or default_path(name, user_unit)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(text)
+    click.echo(f"wrote {path}; enable it with: systemctl {'--user ' if user_unit else ''}enable --now "
+               f"{os.path.basename(path)}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
