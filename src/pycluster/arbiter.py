@@ -112,6 +112,10 @@ class Arbiter:
         await self.control.start()
         for signum, cmd in _SIGNALS.items():
             self.loop.add_signal_handler(signum, self._signal, signum, cmd)
+        if os.getpid() == 1:
+            # PID 1 in a container: orphans are re-parented to us; reap them
+            # (our own workers are reaped through their pidfds).
+            self.loop.add_signal_handler(signal.SIGCHLD, reap_orphans)
         for index in range(1, self.wanted + 1):
             self.spawn(self._slot(index))
         self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
@@ -124,6 +128,8 @@ class Arbiter:
         finally:
             for signum in _SIGNALS:
                 self.loop.remove_signal_handler(signum)
+            if os.getpid() == 1:
+                self.loop.remove_signal_handler(signal.SIGCHLD)
             await self.control.close()
             self.logs.close()
 
@@ -457,6 +463,44 @@ class Arbiter:
     def _listener(handle: Any) -> dict[str, Any]:
         a = handle.address
         return {"address": a.address, "port": a.port, "address_type": a.address_type}
+
+
+def reap_orphans() -> int:
+    """Reap zombie children that are not cluster workers; returns how many."""
+    workers = {w.pid for w in cluster.workers.values()}
+    reaped = 0
+    for pid in _children():
+        if pid in workers or not _is_zombie(pid):
+            continue
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                reaped += 1
+        except ChildProcessError:
+            pass
+    return reaped
+
+
+def _children() -> list[int]:
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as fh:
+                pids.extend(int(x) for x in fh.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 _SIGNALS = {
