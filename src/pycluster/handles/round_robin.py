@@ -76,7 +76,7 @@ class RoundRobinHandle:
         self._queue: deque[int] = deque()
         self._reading = False
         self._watchdog = None
-        self._paused_until = 0.0
+        self._batch = 1
         self.closed = False
         self.accepted = 0
 
@@ -146,7 +146,11 @@ class RoundRobinHandle:
     def _on_readable(self) -> None:
         accept = self.sock._accept
         queue = self._queue
-        for _ in range(_ACCEPT_BATCH):
+        # One connection per wake-up while they trickle in (no EAGAIN probe:
+        # level-triggered epoll wakes us again), a batch when they pour in.
+        batch = self._batch
+        count = 0
+        while count < batch:
             try:
                 fd, _addr = accept()
             except (BlockingIOError, InterruptedError):
@@ -164,41 +168,49 @@ class RoundRobinHandle:
                     return
                 log.error("pycluster: accept() on %s failed: %s", _fmt(self.address), exc)
                 break
-            self.accepted += 1
+            count += 1
             if queue or not self._handoff(fd):
                 queue.append(fd)
                 if len(queue) >= _MAX_QUEUE:
                     # Every worker is busy: leave the rest in the kernel's
                     # backlog (back-pressure) until acks free a lane.
                     self._stop_reading()
-                    return
+                    break
+        self.accepted += count
+        self._batch = _ACCEPT_BATCH if count >= batch else 1
 
     def _handoff(self, fd: int) -> bool:
+        """Give fd to the next worker in rotation that has taken its last
+        hand-off; when every worker has one waiting (saturation), to the next
+        with fewer than ``window`` waiting, so a busy cluster never waits on
+        an ack round trip per connection."""
         rotation = self._rotation
         n = len(rotation)
         if not n:
             return False
         start = self._cursor
-        window = self.window
-        for i in range(n):
-            lane = rotation[(start + i) % n]
-            if lane.pending >= window or lane.stalled:
-                continue
-            try:
-                lane.a.sendmsg(_ONE, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _FD.pack(fd))])
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                continue  # the lane is going away; its worker's exit retires it
-            if not lane.pending:
-                lane.since = time.monotonic()
-                if self._watchdog is None:
-                    self._arm_watchdog()
-            lane.pending += 1
-            lane.handed += 1
-            self._cursor = (start + i + 1) % n
-            os.close(fd)
-            return True
+        for limit in (1, self.window):
+            for i in range(n):
+                lane = rotation[(start + i) % n]
+                if lane.pending >= limit or lane.stalled:
+                    continue
+                try:
+                    lane.a.sendmsg(_ONE, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _FD.pack(fd))])
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    continue  # the lane is going away; its worker's exit retires it
+                if not lane.pending:
+                    lane.since = time.monotonic()
+                    if self._watchdog is None:
+                        self._arm_watchdog()
+                lane.pending += 1
+                lane.handed += 1
+                self._cursor = (start + i + 1) % n
+                os.close(fd)
+                return True
+            if self.window <= 1:
+                break
         return False
 
     def _drain_queue(self) -> None:
