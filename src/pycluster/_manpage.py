@@ -51,6 +51,11 @@ def bold(text: str) -> str:
     return f"\\fB{esc(text)}\\fR"
 
 
+def opt(flag: str) -> str:
+    """A flag in bold, every hyphen a roff minus (so it can be searched and copied)."""
+    return "\\fB" + flag.replace("\\", "\\e").replace("-", "\\-") + "\\fR"
+
+
 def italic(text: str) -> str:
     return f"\\fI{esc(text)}\\fR"
 
@@ -134,7 +139,7 @@ def render_options(settings: Iterable[Setting] = SETTINGS) -> str:
     for s in settings:
         out.append(".TP")
         if s.flags:
-            names = ", ".join(bold(f) for f in flag_names(s))
+            names = ", ".join(opt(f) for f in flag_names(s))
             out.append(names + (" " + italic(s.metavar) if s.metavar and not s.is_flag else ""))
         else:
             out.append(italic(s.metavar or "TARGET"))
@@ -155,7 +160,7 @@ def render_environment(settings: Iterable[Setting] = SETTINGS) -> str:
     for s in settings:
         out.append(".TP")
         out.append(bold(s.env))
-        what = bold(long_flag(s)) if s.flags else italic("TARGET")
+        what = opt(long_flag(s)) if s.flags else italic("TARGET")
         out.append(f"Same as {what}{esc(env_values(s))}.")
     return "\n".join(out) + "\n"
 
@@ -167,7 +172,7 @@ def render_keys(settings: Iterable[Setting] = SETTINGS) -> str:
         out.append(".TP")
         out.append(f"{bold(s.name)} = {italic(toml_type(s))}")
         out.append(esc(s.help))
-        flag = bold(long_flag(s)) if s.flags else italic("TARGET")
+        flag = opt(long_flag(s)) if s.flags else italic("TARGET")
         where = f"Command line: {flag}; environment: {bold(s.env)}."
         if s.default is None and "default:" in s.help.lower():
             out.append(where)

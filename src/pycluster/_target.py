@@ -13,10 +13,10 @@ import asyncio
 import importlib
 import inspect
 import os
-import runpy
 import sys
 
 import pycluster  # noqa: F401  - boots the worker side first
+from pycluster.child import announce_online
 
 
 def load(target: str):
@@ -25,7 +25,11 @@ def load(target: str):
     module_name, sep, attr = target.partition(":")
     if not sep:
         attr = "main"
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - reported, then the worker exits 1
+        _report_import_error(target, exc)
+        raise SystemExit(1) from None
     obj = module
     for part in attr.split("."):
         try:
@@ -35,6 +39,18 @@ def load(target: str):
     if not callable(obj):
         raise SystemExit(f"pycluster: {target!r} is not callable")
     return obj
+
+
+def _report_import_error(target: str, exc: BaseException) -> None:
+    """The app's traceback without pycluster's and importlib's frames."""
+    import traceback
+    tb = exc.__traceback__
+    while tb is not None and (tb.tb_frame.f_code.co_filename == __file__
+                              or "importlib" in tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    sys.stderr.write(f"pycluster: cannot load {target!r}:\n")
+    sys.stderr.write("".join(traceback.format_exception(type(exc), exc, tb)))
+    sys.stderr.flush()
 
 
 def main() -> int:
@@ -49,8 +65,13 @@ def main() -> int:
         path = os.path.abspath(target)
         sys.argv = [path, *sys.argv[2:]]
         sys.path.insert(0, os.path.dirname(path))
-        runpy.run_path(path, run_name="__main__")
+        with open(path, "rb") as fh:
+            code = compile(fh.read(), path, "exec")  # a syntax error fails the boot
+        announce_online()
+        globs = {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__}
+        exec(code, globs)
         return 0
+    announce_online()  # the app imported: this worker counts as up
     sys.argv = [target, *sys.argv[2:]]
     result = fn()
     if inspect.isawaitable(result):

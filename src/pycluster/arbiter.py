@@ -162,6 +162,7 @@ class Arbiter:
 
     def worker_env(self) -> dict[str, str]:
         env = dict(self.cfg.env)
+        env["PYCLUSTER_ONLINE"] = "after-load"  # 'online' once the app imported, not before
         if self.cfg.timeout:
             env["PYCLUSTER_HEARTBEAT"] = str(self.cfg.timeout)
         return env
@@ -445,7 +446,7 @@ class Arbiter:
                 known = [c for c in counts if c is not None]
                 conns = sum(known) if known else None
             workers.append({
-                "id": worker.id if worker is not None else None, "slot": index, "pid": pid,
+                "id": worker.id if worker is not None else None, "pid": pid,
                 "generation": slot.generation, "state": self.slot_state(slot),
                 "uptime_s": round(time.monotonic() - slot.started, 3) if worker is not None else 0.0,
                 "restarts": slot.restarts, "connections": conns, "cpu_percent": cpu, "rss_bytes": rss,

@@ -315,6 +315,7 @@ def boot() -> ChildWorker:
     stdio = env.pop(ENV_STDIO, "")
     inspect_port = env.pop(ENV_INSPECT_PORT, None)
     heartbeat = env.pop("PYCLUSTER_HEARTBEAT", None)
+    defer_online = env.pop("PYCLUSTER_ONLINE", "") == "after-load"
     _arm_parent_death(ppid)
     if stdio:
         channel_fd = _remap_stdio(stdio, channel_fd)
@@ -335,7 +336,8 @@ def boot() -> ChildWorker:
     from . import net
     net.install(worker)
     worker.start()
-    worker._channel.send(KIND_INTERNAL, {"act": "online"})
+    if not defer_online:
+        announce_online()
     if heartbeat:
         from . import _heartbeat
         _heartbeat.install_main_probe()
@@ -355,6 +357,14 @@ def _start_debugger(worker_id: int, port: int) -> None:
               " (pip install debugpy); continuing without a debugger", file=sys.stderr)
         return
     debugpy.listen(("127.0.0.1", port))
+
+
+def announce_online() -> None:
+    """Tell the primary this worker is up (pycluster run: once the app loaded)."""
+    worker = _worker
+    if worker is not None and not getattr(worker, "_announced", False):
+        worker._announced = True
+        worker._channel.send(KIND_INTERNAL, {"act": "online"})
 
 
 def current() -> ChildWorker | None:

@@ -133,16 +133,21 @@ def stop_cmd(name, control, timeout) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
 
 
-@main.command("scale")
+@main.command("scale", context_settings={"ignore_unknown_options": True})
 @_control_options
 @click.argument("count", metavar="N|+N|-N")
 def scale_cmd(name, control, count: str) -> None:

@@ -1,0 +1,5 @@
+"""``python -m pycluster.cli``."""
+
+from . import main
+
+main(prog_name="pycluster")
