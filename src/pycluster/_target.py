@@ -84,4 +84,8 @@ async def _await(awaitable):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pycluster import child
+    try:
+        sys.exit(main())
+    finally:
+        child.leaving()  # a CLI worker whose app returned (or failed) exits now

@@ -359,6 +359,12 @@ def _start_debugger(worker_id: int, port: int) -> None:
     debugpy.listen(("127.0.0.1", port))
 
 
+def leaving() -> None:
+    """The main program is ending on purpose: do not wait for a disconnect."""
+    global _exiting_explicitly
+    _exiting_explicitly = True
+
+
 def announce_online() -> None:
     """Tell the primary this worker is up (pycluster run: once the app loaded)."""
     worker = _worker
