@@ -59,10 +59,8 @@ def start(worker: Any, timeout: float) -> None:
                     pass
             alive = now - _seen["loop"] < timeout
         else:
-            try:
-                os.kill(os.getpid(), _PROBE)
-            except OSError:
-                pass
+            from .child import signal_main_thread
+            signal_main_thread(_PROBE)  # must interrupt a main thread blocked in a syscall
             alive = now - _seen["main"] < timeout
         if alive:
             worker._channel.send(KIND_INTERNAL, {"act": "heartbeat"})

@@ -54,6 +54,7 @@ class _State:
     exit_code = 0
     main_waiting = False
     lock = threading.Lock()
+    signalled = threading.Event()  # the post-disconnect signal was sent
 
 
 _state = _State()
@@ -209,7 +210,18 @@ class ChildWorker(Worker):
                 return  # the main program is done and waiting for us: it exits 0
             signum = self._after_disconnect
         if signum is not None:
-            os.kill(os.getpid(), signum)
+            signal_main_thread(signum)
+        _state.signalled.set()
+
+
+def signal_main_thread(signum: int) -> None:
+    """Deliver a signal to the main thread itself. A process-directed signal
+    may be taken by this (channel) thread, and then a main thread blocked in
+    epoll_wait would not wake to run the Python handler."""
+    try:
+        signal.pthread_kill(threading.main_thread().ident, signum)
+    except (ProcessLookupError, OSError):
+        os.kill(os.getpid(), signum)
 
 
 def _arm_parent_death(ppid: int) -> None:

@@ -143,19 +143,24 @@ def _accept(self: socket.socket) -> tuple[socket.socket, Any]:
 
 
 def _accept_nothing(sock: socket.socket) -> Any:
-    """accept() on a listener the cluster stopped: wait like an idle one."""
-    import select
-    timeout = sock.gettimeout()
-    if timeout == 0.0:
+    """accept() on a listener the cluster stopped (we are being disconnected).
+
+    Non-blocking callers get EAGAIN. A blocking caller first waits for the
+    SIGTERM that follows the disconnect (the default handler's SystemExit
+    ends it there), then gets the error a closed listener gives, so a
+    server loop with its own SIGTERM handler (socketserver) sees its
+    shutdown flag."""
+    if sock.gettimeout() == 0.0:
         raise BlockingIOError(errno.EAGAIN, "no connection (the cluster stopped this listener)")
-    select.select([sock.fileno()], [], [], timeout)  # the tomb never becomes readable
-    raise TimeoutError("timed out")
+    from .child import _state
+    _state.signalled.wait(2.0)
+    raise OSError(errno.EBADF, "listener closed by the cluster (worker disconnected)")
 
 
 def _getsockname(self: socket.socket) -> Any:
     bound = _registry.get(self.fileno())
-    if bound is not None and bound.mode == "rr":
-        return bound.sockname
+    if bound is not None and (bound.mode == "rr" or bound.family == socket.AF_UNIX):
+        return bound.sockname  # rr: the lane is no TCP socket; unix: the path the app bound
     return _orig_getsockname(self)
 
 

@@ -587,6 +587,9 @@ class Engine:
     def _act_query(self, worker: PrimaryWorker, msg: dict) -> None:
         try:
             handle = self._handle_for(msg)
+            links = getattr(handle, "_unlink", None)
+            if links:
+                _relink(*links)
         except OSError as exc:
             worker._channel.reply(msg, {"errno": exc.errno or errno.EINVAL, "message": str(exc)})
             return
@@ -670,10 +673,18 @@ class Engine:
                 path = msg.get("address")
                 if not isinstance(path, str) or not path:
                     raise ValueError("unix socket path missing")
-                bind_path = _sockets.shortest_unix_path(path)
                 reuse = False
-                unlink = None if path.startswith("\0") else bind_path
-                address: Any = bind_path
+                if path.startswith("\0"):
+                    address: Any = path
+                elif os.path.lexists(path):
+                    raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))  # as a plain bind
+                else:
+                    # Bind a private name and hard-link the public one to it:
+                    # asyncio's create_unix_server (uvicorn --uds, aiohttp)
+                    # unlinks the path before binding, and every query puts
+                    # the link back (see _relink).
+                    address = _sockets.shortest_unix_path(_private_unix_path(path))
+                    unlink = path
             else:
                 host, port = msg.get("address") or "", msg.get("port") or 0
                 if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -683,8 +694,13 @@ class Engine:
             sock = _sockets.create_listener(family, sock_type, address, v6only=msg.get("v6only"),
                                             reuseport=reuse, listen=not reuse)
         described = _sockets.describe(sock, sock_fd_origin)
+        if unlink is not None:
+            _relink(address, unlink)
+            described = Address(unlink, None, -1, None)  # the path the app asked for
         if not stream:
             return SharedHandle(key, sock, described, owned=owned)
+        if unlink is not None:
+            unlink = (address, unlink)
         if policy == SCHED_REUSEPORT and sock.family != socket.AF_UNIX and fd is None:
             return ReusePortHandle(key, sock, described, owned=owned)
         if policy == SCHED_NONE or (policy == SCHED_REUSEPORT):
@@ -793,6 +809,25 @@ class Engine:
 def _members(handle: Any) -> Iterable[int]:
     lanes = getattr(handle, "lanes", None)
     return lanes if lanes is not None else handle.workers
+
+
+_private_names = iter(range(1, 1 << 62))
+
+
+def _private_unix_path(path: str) -> str:
+    """A short hidden name beside ``path`` (same filesystem, for the hard link)."""
+    return os.path.join(os.path.dirname(path), f".pyc{os.getpid()}-{next(_private_names)}")
+
+
+def _relink(private: str, public: str) -> None:
+    """Put back ``public`` (a hard link to our listener's socket file) if an
+    app unlinked it; never touch a file that is someone else's."""
+    if os.path.lexists(public):
+        return
+    try:
+        os.link(private, public)
+    except OSError:
+        pass
 
 
 def _is_ip(host: str) -> bool:

@@ -60,7 +60,7 @@ class RoundRobinHandle:
 
     def __init__(self, key: str, sock: socket.socket, address: Address, loop, *,
                  owned: bool = False, window: int = 1, handoff_timeout: float = 5.0,
-                 unlink: str | None = None):
+                 unlink: tuple[str, str] | None = None):
         sock.setblocking(False)
         self._unlink = unlink
         self.key = key
@@ -126,9 +126,9 @@ class RoundRobinHandle:
             self._watchdog.cancel()
             self._watchdog = None
         self.sock.close()
-        if self._unlink:
+        for path in (self._unlink or ()):
             try:
-                os.unlink(self._unlink)
+                os.unlink(path)
             except OSError:
                 pass
 

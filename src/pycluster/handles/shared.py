@@ -13,7 +13,7 @@ class SharedHandle:
     mode = "shared"
 
     def __init__(self, key: str, sock: socket.socket, address: Address, *,
-                 owned: bool = False, unlink: str | None = None):
+                 owned: bool = False, unlink: tuple[str, str] | None = None):
         self.key = key
         self.sock = sock
         self.address = address
@@ -41,8 +41,8 @@ class SharedHandle:
             return
         self.closed = True
         self.sock.close()
-        if self._unlink:
+        for path in (self._unlink or ()):
             try:
-                os.unlink(self._unlink)
+                os.unlink(path)
             except OSError:
                 pass

@@ -1,0 +1,196 @@
+"""The master's numbers (issue 3, SPEC section 7), measured on this machine.
+
+    python tests/bench/bench_master.py [--quick] [--trials N] [--idle S]
+
+Prints a Markdown table: launch to first 200 (4 workers), replacement after
+kill -9 of a worker (a new pid serving), master RSS, master idle CPU, and the
+`pycluster status --json` round trip as a whole process. Installs nothing;
+loopback only; every process it starts is stopped (process group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, timeout: float = 1.0) -> tuple[int, int] | None:
+    """(status, X-Pid) of one GET, or None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    try:
+        status = int(data.split(b" ", 2)[1])
+        pid = int(data.split(b"X-Pid: ", 1)[1].split(b"\r\n", 1)[0])
+        return status, pid
+    except (IndexError, ValueError):
+        return None
+
+
+def start(port: int, name: str, runtime: str, workers: int = 4) -> subprocess.Popen:
+    e = env()
+    e["PYCLUSTER_RUNTIME_DIR"] = runtime
+    return subprocess.Popen([sys.executable, "-m", "pycluster.cli", "run", "pycluster.examples.hello:main",
+                             "-w", str(workers), "-b", f"127.0.0.1:{port}", "-n", name],
+                            env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
+
+
+def launch_to_200(runtime: str) -> float:
+    port = free_port()
+    t0 = time.monotonic()
+    proc = start(port, f"l{port}", runtime)
+    try:
+        while time.monotonic() - t0 < 10:
+            r = get(port, 0.5)
+            if r and r[0] == 200:
+                return (time.monotonic() - t0) * 1000
+            time.sleep(0.002)
+        return float("nan")
+    finally:
+        stop(proc)
+
+
+def wait_workers(master: psutil.Process, n: int, timeout: float = 10) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = master.children()
+        if len(kids) >= n:
+            return kids
+        time.sleep(0.01)
+    raise RuntimeError("workers did not start")
+
+
+def kill9_trials(runtime: str, trials: int) -> list[float]:
+    port = free_port()
+    proc = start(port, f"k{port}", runtime)
+    out = []
+    try:
+        master = psutil.Process(proc.pid)
+        while not get(port):
+            time.sleep(0.01)
+        for _ in range(trials):
+            kids = wait_workers(master, 4)
+            time.sleep(0.3)  # let the replacement of the last trial settle
+            before = {k.pid for k in master.children()}
+            victim = min(before)
+            t0 = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            served = float("nan")
+            while time.monotonic() - t0 < 5:
+                r = get(port, 0.5)
+                if r and r[1] not in before:
+                    served = (time.monotonic() - t0) * 1000
+                    break
+            out.append(served)
+    finally:
+        stop(proc)
+    return out
+
+
+def steady(runtime: str, idle: float) -> dict:
+    port = free_port()
+    name = f"s{port}"
+    proc = start(port, name, runtime)
+    try:
+        master = psutil.Process(proc.pid)
+        while not get(port):
+            time.sleep(0.01)
+        wait_workers(master, 4)
+        for _ in range(200):
+            get(port)
+        time.sleep(1.0)
+        rss = master.memory_info().rss
+        c0 = sum(master.cpu_times()[:2])
+        time.sleep(idle)
+        c1 = sum(master.cpu_times()[:2])
+        e = env()
+        e["PYCLUSTER_RUNTIME_DIR"] = runtime
+        times = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            subprocess.run([sys.executable, "-m", "pycluster.cli", "status", "--json", "-n", name], env=e,
+                           capture_output=True, check=True)
+            times.append((time.monotonic() - t0) * 1000)
+        return {"rss": rss, "idle_cpu": 100 * (c1 - c0) / idle, "status_ms": statistics.median(times)}
+    finally:
+        stop(proc)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 trials, 5 s idle window")
+    ap.add_argument("--trials", type=int, default=None)
+    ap.add_argument("--idle", type=float, default=None)
+    args = ap.parse_args()
+    trials = args.trials or (3 if args.quick else 5)
+    idle = args.idle or (5.0 if args.quick else 30.0)
+    runtime = tempfile.mkdtemp(prefix="pyc-bench-")
+    try:
+        launches = [launch_to_200(runtime) for _ in range(trials)]
+        kills = kill9_trials(runtime, trials)
+        st = steady(runtime, idle)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    rows = [
+        ("launch to first 200, 4 workers", f"{statistics.median(launches):.0f} ms",
+         " ".join(f"{x:.0f}" for x in launches), "<= 150 ms (gunicorn 63, Node 140, uvicorn 201)"),
+        ("replacement after kill -9 (new pid serving)", f"{statistics.median(kills):.0f} ms",
+         " ".join(f"{x:.0f}" for x in kills), "<= 150 ms (gunicorn 10, Node 78, uvicorn 506)"),
+        ("master RSS, 4 workers", f"{st['rss'] / 2**20:.1f} MiB", "", "< 30 MB (gunicorn 24, Node 45)"),
+        (f"master idle CPU over {idle:g} s", f"{st['idle_cpu']:.3f} %", "", "< 0.1 % of a core"),
+        ("`pycluster status --json`, whole process", f"{st['status_ms']:.0f} ms", "median of 5", "< 250 ms"),
+    ]
+    print("| measurement | result | trials | target (anchors) |")
+    print("|---|---:|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
