@@ -51,7 +51,6 @@ _orig_setsockopt = socket.socket.setsockopt
 
 _FD = struct.Struct("i")
 _CMSG = socket.CMSG_SPACE(_FD.size)
-_ACK = b"a"
 QUERY_TIMEOUT = 30.0
 
 _worker: Any = None
@@ -65,7 +64,7 @@ listen_requests = 0  # queries sent to the primary (tests check bypasses send no
 
 class _Bound:
     __slots__ = ("key", "base", "index", "mode", "address", "sockname", "loop", "listening",
-                 "dead", "stream", "family", "unacked")
+                 "dead", "stream", "family")
 
     def __init__(self, key: str, base: tuple, index: int, mode: str, address: dict,
                  sockname: Any, loop: Any, stream: bool, family: int):
@@ -80,7 +79,6 @@ class _Bound:
         self.dead = False
         self.stream = stream
         self.family = family
-        self.unacked = 0
 
 
 def install(worker: Any) -> None:
@@ -344,18 +342,12 @@ def _forget(fd: int) -> None:
 
 # -- round-robin accept ---------------------------------------------------------------
 def _rr_accept(sock: socket.socket, bound: _Bound) -> tuple[socket.socket, Any]:
-    """Take the next connection the primary handed us, and acknowledge it.
-
-    A non-blocking caller (asyncio) accepts until EAGAIN, so its acks go once
-    per burst, as a count; a blocking caller acks each connection at once."""
+    """Take the next connection the primary handed us (nothing goes back:
+    the primary sees what we have not taken in its copy of the lane)."""
     fd = sock.fileno()
     while True:
         try:
             data, anc, _flags, _addr = sock.recvmsg(1, _CMSG, socket.MSG_CMSG_CLOEXEC)
-        except BlockingIOError:
-            if bound.unacked:
-                _send_acks(fd, bound)
-            raise
         except ConnectionResetError:
             # The primary closed the lane with our last ack unread: same as EOF.
             data, anc = b"", []
@@ -370,13 +362,6 @@ def _rr_accept(sock: socket.socket, bound: _Bound) -> tuple[socket.socket, Any]:
         for level, ctype, cdata in anc:
             if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS and len(cdata) >= 4:
                 conn_fd = _FD.unpack_from(cdata)[0]
-        if sock.gettimeout() == 0.0:
-            bound.unacked += 1
-        else:
-            try:
-                os.write(fd, _ACK)
-            except OSError:
-                pass
         if conn_fd < 0:
             continue  # fd lost to MSG_CTRUNC (out of descriptors): the client gets a reset
         conn = socket.socket(sock.family, sock.type, sock.proto, conn_fd)
@@ -385,14 +370,6 @@ def _rr_accept(sock: socket.socket, bound: _Bound) -> tuple[socket.socket, Any]:
         except OSError:
             addr = None
         return conn, addr
-
-
-def _send_acks(fd: int, bound: _Bound) -> None:
-    count, bound.unacked = bound.unacked, 0
-    try:
-        os.write(fd, _ACK * count)
-    except OSError:
-        pass
 
 
 # -- disconnect: stop accepting -----------------------------------------------------

@@ -262,7 +262,7 @@ class Engine:
         self._done: asyncio.Future | None = None
         self._disconnect_callbacks: list[Callable[[], Any]] = []
         self._all_workers: "weakref.WeakSet[PrimaryWorker]" = weakref.WeakSet()
-        self.handoff_window = int(os.environ.get("PYCLUSTER_RR_WINDOW", "4") or 4)
+        self.handoff_window = int(os.environ.get("PYCLUSTER_RR_WINDOW", "64") or 64)
         self.handoff_timeout = float(os.environ.get("PYCLUSTER_HANDOFF_TIMEOUT", "5") or 5)
         self.on_worker_stream: Callable[[PrimaryWorker, str, Any], None] | None = None
         # The CLI master runs workers as `python -m pycluster._target ...`

@@ -5,7 +5,7 @@ The primary writes one byte plus the connection's fd (SCM_RIGHTS) into end
 ``a``; end ``b`` is sent to the worker, which installs it under its
 listening socket's fd number, so the worker's ``accept()`` is a ``recvmsg``
 on ``b`` and its event loop sees ``b`` readable exactly when a connection
-waits. The worker answers each accept with one byte on ``b`` (the ack).
+waits.
 
 The primary keeps its own copy of ``b``. That is what makes hand-offs
 lossless: a connection the worker has not taken yet is still in ``b``'s
@@ -14,17 +14,28 @@ gives each queued message to exactly one reader), either when the worker
 dies or leaves, or when it has sat there longer than ``handoff_timeout``
 (a stuck worker). Taken-back connections go to another worker.
 
+The same copy tells the primary, without a word from the worker, how many
+hand-offs the worker has not taken yet: the bytes waiting in ``b``
+(FIONREAD). Each connection goes to the next worker in rotation that has
+taken its last hand-off (the next two are asked); when both are busy
+(saturation) it goes to the next one anyway, so a busy cluster never waits
+on a round trip per connection and round-robin keeps the shares even.
+
 The per-connection path is O(1) and allocation-light: ``_accept`` returns a
-bare fd, one ``sendmsg`` hands it off, acks are read in batches.
+bare fd, at most two ioctls check the lanes, one ``sendmsg`` hands it off,
+and the worker sends nothing back.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
+import select
 import socket
 import struct
+import termios
 import time
 from collections import deque
 
@@ -40,19 +51,33 @@ _MAX_QUEUE = 512
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
+_INQ = termios.FIONREAD
+_SOL_SOCKET = socket.SOL_SOCKET
+_SCM_RIGHTS = socket.SCM_RIGHTS
+_ZERO = bytes(4)
+_INT = struct.Struct("i")
+
+
 class _Lane:
-    __slots__ = ("worker_id", "a", "b", "afd", "pending", "handed", "since", "active", "stalled")
+    __slots__ = ("worker_id", "a", "b", "bfd", "handed", "since", "taken_seen", "active", "stalled")
 
     def __init__(self, worker_id: int, a: socket.socket, b: socket.socket):
         self.worker_id = worker_id
         self.a = a
         self.b = b
-        self.afd = a.fileno()
-        self.pending = 0      # handed off, not yet acknowledged
-        self.handed = 0       # connections this worker took
-        self.since = 0.0      # when pending last went from 0 to 1, or last progress
+        self.bfd = b.fileno()
+        self.handed = 0       # connections handed to this worker (and not taken back)
+        self.since = 0.0      # last time the worker was seen taking a connection
+        self.taken_seen = 0   # handed - waiting, at that time
         self.active = False   # in rotation (the worker is listening)
-        self.stalled = False  # skipped until it acknowledges again
+        self.stalled = False  # skipped until it takes what is waiting
+
+    def waiting(self) -> int:
+        """Hand-offs sitting in the lane, not yet taken by the worker."""
+        try:
+            return _INT.unpack(fcntl.ioctl(self.bfd, _INQ, _ZERO))[0]
+        except OSError:
+            return 0
 
 
 class RoundRobinHandle:
@@ -76,7 +101,9 @@ class RoundRobinHandle:
         self._queue: deque[int] = deque()
         self._reading = False
         self._watchdog = None
-        self._batch = 1
+        self._retry = None
+        self._poller = select.poll()
+        self._poller.register(sock.fileno(), select.POLLIN)
         self.closed = False
         self.accepted = 0
 
@@ -89,7 +116,6 @@ class RoundRobinHandle:
         a.setblocking(False)
         lane = _Lane(worker.id, a, b)
         self.lanes[worker.id] = lane
-        self.loop.add_reader(lane.afd, self._on_ack, lane)
         return {"mode": self.mode}, [b.fileno()]
 
     def activate(self, worker) -> None:
@@ -122,9 +148,10 @@ class RoundRobinHandle:
         self.lanes.clear()
         while self._queue:
             _close(self._queue.popleft())  # no worker left: refuse (Node does too)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        for timer in (self._watchdog, self._retry):
+            if timer is not None:
+                timer.cancel()
+        self._watchdog = self._retry = None
         self.sock.close()
         for path in (self._unlink or ()):
             try:
@@ -146,11 +173,14 @@ class RoundRobinHandle:
     def _on_readable(self) -> None:
         accept = self.sock._accept
         queue = self._queue
-        # One connection per wake-up while they trickle in (no EAGAIN probe:
-        # level-triggered epoll wakes us again), a batch when they pour in.
-        batch = self._batch
+        more = self._poller.poll
+        # Accept while connections wait (bounded). A zero-timeout poll asks
+        # "another one?" for a fraction of what a failed accept (EAGAIN,
+        # raised as an exception) or another loop wake-up costs.
         count = 0
-        while count < batch:
+        while count < _ACCEPT_BATCH:
+            if count and not more(0):
+                break
             try:
                 fd, _addr = accept()
             except (BlockingIOError, InterruptedError):
@@ -171,94 +201,109 @@ class RoundRobinHandle:
             count += 1
             if queue or not self._handoff(fd):
                 queue.append(fd)
+                self._retry_later()
                 if len(queue) >= _MAX_QUEUE:
-                    # Every worker is busy: leave the rest in the kernel's
-                    # backlog (back-pressure) until acks free a lane.
+                    # No worker can take more: leave the rest in the kernel's
+                    # backlog (back-pressure) until one can.
                     self._stop_reading()
                     break
         self.accepted += count
-        self._batch = _ACCEPT_BATCH if count >= batch else 1
 
     def _handoff(self, fd: int) -> bool:
-        """Give fd to the next worker in rotation that has taken its last
-        hand-off; when every worker has one waiting (saturation), to the next
-        with fewer than ``window`` waiting, so a busy cluster never waits on
-        an ack round trip per connection."""
         rotation = self._rotation
         n = len(rotation)
         if not n:
             return False
         start = self._cursor
-        for limit in (1, self.window):
-            for i in range(n):
-                lane = rotation[(start + i) % n]
-                if lane.pending >= limit or lane.stalled:
-                    continue
-                try:
-                    lane.a.sendmsg(_ONE, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _FD.pack(fd))])
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    continue  # the lane is going away; its worker's exit retires it
-                if not lane.pending:
-                    lane.since = time.monotonic()
-                    if self._watchdog is None:
-                        self._arm_watchdog()
-                lane.pending += 1
-                lane.handed += 1
-                self._cursor = (start + i + 1) % n
-                os.close(fd)
-                return True
-            if self.window <= 1:
+        ioctl, inq, zero, unpack = fcntl.ioctl, _INQ, _ZERO, _INT.unpack
+        chosen = -1
+        fallback = -1
+        for i in range(n):
+            lane = rotation[(start + i) % n]
+            if lane.stalled:
+                continue
+            try:
+                waiting = unpack(ioctl(lane.bfd, inq, zero))[0]
+            except OSError:
+                continue
+            if not waiting:
+                chosen = i  # took its last hand-off: Node's "free" worker
                 break
-        return False
+            if fallback < 0 and waiting < self.window:
+                fallback = i
+            if i and fallback >= 0:
+                break  # two busy: do not poll every lane per connection
+        if chosen < 0:
+            chosen = fallback
+            if chosen < 0:
+                return False
+        lane = rotation[(start + chosen) % n]
+        try:
+            lane.a.sendmsg(_ONE, [(_SOL_SOCKET, _SCM_RIGHTS, _FD.pack(fd))])
+        except OSError:
+            return False  # full (EAGAIN) or going away: the caller queues it
+        lane.handed += 1
+        if self._watchdog is None:
+            self._start_watchdog()
+        self._cursor = (start + chosen + 1) % n
+        os.close(fd)
+        return True
 
     def _drain_queue(self) -> None:
         queue = self._queue
         while queue:
             if not self._handoff(queue[0]):
+                self._retry_later()
                 return
             queue.popleft()
         self._start_reading()
 
-    def _on_ack(self, lane: _Lane) -> None:
-        try:
-            data = lane.a.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.loop.remove_reader(lane.afd)
-            return
-        lane.pending = max(0, lane.pending - len(data))
-        lane.since = time.monotonic()
-        lane.stalled = False
+    def _retry_later(self) -> None:
+        """Every worker was full (or none is listening yet): try again soon."""
+        if self._retry is None and not self.closed and self._rotation:
+            self._retry = self.loop.call_later(0.005, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
         if self._queue:
             self._drain_queue()
 
     # -- taking connections back -------------------------------------------
+    def _start_watchdog(self) -> None:
+        """From idle: take every lane's current state as the baseline."""
+        now = time.monotonic()
+        for lane in self._rotation:
+            lane.taken_seen = lane.handed - lane.waiting()
+            lane.since = now
+        self._arm_watchdog()
+
     def _arm_watchdog(self) -> None:
         self._watchdog = self.loop.call_later(self.handoff_timeout / 2, self._check_stalled)
 
     def _check_stalled(self) -> None:
+        """Take back connections a worker has left in its lane too long."""
         self._watchdog = None
         now = time.monotonic()
         busy = False
         for lane in list(self._rotation):
-            if lane.pending <= 0:
-                continue
-            if now - lane.since >= self.handoff_timeout:
-                taken = self._reclaim(lane)
-                lane.pending = max(0, lane.pending - len(taken))
-                if taken:
+            waiting = lane.waiting()
+            taken = lane.handed - waiting
+            if taken != lane.taken_seen or not waiting:
+                lane.taken_seen = taken
+                lane.since = now
+                lane.stalled = False
+            elif now - lane.since >= self.handoff_timeout:
+                back = self._reclaim(lane)
+                lane.handed -= len(back)
+                lane.taken_seen = lane.handed
+                lane.since = now
+                if back:
                     lane.stalled = True
                     log.warning("pycluster: worker %d did not take %d connection(s) on %s in %.1f s;"
-                                " handing them to another worker", lane.worker_id, len(taken),
+                                " handing them to another worker", lane.worker_id, len(back),
                                 _fmt(self.address), self.handoff_timeout)
-                    self._queue.extendleft(reversed(taken))
-                lane.since = now
-            if lane.pending > 0:
+                    self._queue.extendleft(reversed(back))
+            if waiting:
                 busy = True
         if self._queue:
             self._drain_queue()
@@ -299,7 +344,6 @@ class RoundRobinHandle:
                     self._cursor %= len(self._rotation)
                 else:
                     self._cursor = 0
-        self.loop.remove_reader(lane.afd)
         taken = self._reclaim(lane)
         lane.a.close()
         lane.b.close()
