@@ -111,6 +111,7 @@ def toml_type(setting: Setting) -> str:
         config._name: "string (letters, digits, _ . @ -)",
         config._env_table: 'table of strings (env = { NAME = "value" })',
         config._string: "string",
+        config._user_or_group: "string or integer (a name or an id)",
         config._path: "string (a path; ~ is expanded)",
         config._bool: "boolean",
         config.parse_size: 'integer (bytes) or string ("512M", "1G")',

@@ -75,6 +75,8 @@ class Arbiter:
 
     # -- setup ----------------------------------------------------------------
     def configure_engine(self) -> None:
+        if self.cfg.preload:
+            self.logs.master("--preload is not built yet: workers are started fresh (spawn mode)")
         cluster.scheduling_policy = POLICY_BY_NAME[self.cfg.policy]
         settings: dict[str, Any] = {"silent": True, "args": [], "exec_argv": []}
         if self.cfg.chdir:
@@ -254,6 +256,8 @@ class Arbiter:
             if self.notify is not None:
                 self.notify.ready(self)
             from .daemon import report
+            if os.environ.get("PYCLUSTER_READY_FD"):
+                self.logs.flush()  # the summary reaches the terminal before stdio detaches
             report(0)
 
     def _boot_timed_out(self, worker: PrimaryWorker) -> None:

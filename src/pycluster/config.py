@@ -91,6 +91,13 @@ def _string(value: Any) -> str:
     return value
 
 
+def _user_or_group(value: Any) -> str:
+    """A name or a numeric id (TOML may give an integer)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    return _string(value)
+
+
 def _path(value: Any) -> str:
     return os.path.expanduser(_string(value))
 
@@ -192,8 +199,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Cap of the exponential restart back-off.", metavar="S"),
     Setting("min_uptime", ("--min-uptime",), _positive_float("min_uptime"), 1.0,
             "A worker that ran less than this long crashed fast (backs off).", metavar="S"),
-    Setting("user", ("--user",), _string, None, "Run workers as this user (name or uid).", metavar="U"),
-    Setting("group", ("--group",), _string, None, "Run workers with this group (name or gid).",
+    Setting("user", ("--user",), _user_or_group, None, "Run workers as this user (name or uid).", metavar="U"),
+    Setting("group", ("--group",), _user_or_group, None, "Run workers with this group (name or gid).",
             metavar="G"),
     Setting("daemon", ("--daemon", "-d"), _bool, False,
             "Detach; return once the master is ready (0) or failed (its exit code).", is_flag=True),

@@ -49,6 +49,7 @@ class _Sink(threading.Thread):
         out = sys.stdout
         while True:
             item = self.q.get()
+            self.q.task_done()
             if item is None:
                 return
             if item == "\0reopen":
@@ -67,6 +68,13 @@ class _Sink(threading.Thread):
                     out.flush()
             except (OSError, ValueError):
                 pass
+
+    def flush(self, timeout: float = 1.0) -> None:
+        """Wait (bounded) until queued lines are written (before stdout goes away)."""
+        deadline = time.monotonic() + timeout
+        while self.q.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.001)  # the last item's write follows its task_done
 
     def close(self) -> None:
         try:
@@ -165,6 +173,9 @@ class LogBook:
         if lines <= 0:
             return []
         return list(self.ring)[-lines:]
+
+    def flush(self) -> None:
+        self.sink.flush()
 
     def reopen(self) -> None:
         try:

@@ -238,7 +238,7 @@ def startup_cmd(user_unit, output, run_args) -> None:
     from .. import config
     from ..startup import default_path, render
     args = list(run_args)
-    target = next((a for a in args if not a.startswith("-")), None)
+    target = next((a for a in args if ":" in a and not a.startswith("-") or a.endswith(".py")), None)
     try:
         cfg = config.load({"app": target}, environ={})
         name = cfg.name or config.default_name(cfg.app)
