@@ -21,7 +21,7 @@ from typing import Any as _Any
 
 from .errors import ClusterError, ProtocolError, ChannelClosedError, AckTimeoutError, SettingsError, NotPrimaryError
 from .events import EventEmitter
-from .primary import SCHED_NONE, SCHED_RR, SCHED_REUSEPORT, POLICY_BY_NAME as _POLICY_BY_NAME
+from ._common import SCHED_NONE, SCHED_RR, SCHED_REUSEPORT, POLICY_BY_NAME as _POLICY_BY_NAME
 from .worker import Address, Worker, WorkerState
 
 __version__ = "0.1.0"

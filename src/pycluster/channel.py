@@ -23,7 +23,6 @@ worker's channel thread). ``send`` may be called from any thread.
 from __future__ import annotations
 
 import array
-import asyncio
 import errno
 import json
 import os
@@ -31,9 +30,12 @@ import socket
 import struct
 import threading
 from collections import deque
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import AckTimeoutError, ChannelClosedError, ProtocolError
+
+if TYPE_CHECKING:
+    import asyncio
 
 HEADER = struct.Struct("!IBBH")
 HEADER_SIZE = HEADER.size

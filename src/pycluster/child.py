@@ -10,8 +10,8 @@ A worker is a fresh interpreter re-running the primary's program with
 3. install the default SIGTERM handler (``SystemExit(0)``), ignore SIGINT
    (Ctrl-C reaches the whole process group; the primary coordinates the
    stop) and enable faulthandler;
-4. start the channel thread (an asyncio loop of its own: the main thread
-   belongs to the app, which may block in ``serve_forever()``), tell the
+4. start the channel thread (a small event loop of its own, ``_loop``: the
+   main thread belongs to the app, which may block in ``serve_forever()``), tell the
    primary we are online, and install bind interception (``net``).
 
 Handlers registered on ``cluster.worker`` run on the channel thread. An
@@ -21,7 +21,6 @@ uncaught exception ends a Node worker.
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
 import os
 import signal
@@ -34,8 +33,9 @@ from typing import Any, Callable
 
 from .channel import KIND_INTERNAL, KIND_USER, Channel
 from .errors import ChannelClosedError, WORKER_BOOT_ERROR
-from .primary import (ENV_CHANNEL_FD, ENV_INSPECT_PORT, ENV_PPID, ENV_STDIO, ENV_WORKER_ID,
-                      _handle_fds, signal_number, wrap_received_fd)
+from ._common import (ENV_CHANNEL_FD, ENV_INSPECT_PORT, ENV_PPID, ENV_STDIO, ENV_WORKER_ID,
+                      handle_fds, signal_number, wrap_received_fd)
+from ._loop import MiniLoop
 from .worker import Worker, WorkerState
 
 _MAX_QUEUED = 10_000
@@ -74,7 +74,7 @@ class ChildWorker(Worker):
     """``cluster.worker`` inside a worker process."""
 
     def __init__(self, id: int, sock: socket.socket):
-        self._loop = asyncio.new_event_loop()
+        self._loop = MiniLoop()
         super().__init__(id, WorkerState.ONLINE, loop_getter=lambda: self._loop,
                          on_error=self._handler_failed)
         self._queued: deque[tuple[Any, Any]] = deque()
@@ -108,7 +108,7 @@ class ChildWorker(Worker):
     def send(self, message: Any, handle: Any = None,
              callback: Callable[[BaseException | None], None] | None = None) -> bool:
         """Send a JSON message (and optionally a socket or fd) to the primary."""
-        return self._channel.send(KIND_USER, message, _handle_fds(handle), callback)
+        return self._channel.send(KIND_USER, message, handle_fds(handle), callback)
 
     def disconnect(self) -> "ChildWorker":
         """Leave the cluster: close shared servers, then the channel, then exit 0."""
@@ -127,7 +127,6 @@ class ChildWorker(Worker):
         self._thread.start()
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
         self._thread_id = threading.get_ident()
         self._channel.attach(self._loop)
         self._loop.run_forever()

@@ -9,9 +9,11 @@ re-raises it from ``run()``, as an uncaught exception ends a Node process).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import asyncio
 
 Handler = Callable[..., Any]
 
@@ -101,6 +103,7 @@ class EventEmitter:
             raise TypeError(f"handler for {event!r} must be callable, not {type(handler).__name__}")
 
     def _schedule(self, awaitable: Any) -> None:
+        import asyncio
         loop = self._loop_getter() if self._loop_getter else None
         if loop is None:
             try:
@@ -111,7 +114,7 @@ class EventEmitter:
             asyncio.run(_await(awaitable))
             return
         task = loop.create_task(_await(awaitable))
-        if self._on_error is not None:
+        if task is not None and self._on_error is not None:
             task.add_done_callback(self._task_done)
 
     def _task_done(self, task: "asyncio.Task[Any]") -> None:

@@ -27,13 +27,13 @@ the same (address, port, type, fd) is index n, so every worker's first
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import ipaddress
 import os
 import socket
 import struct
+import sys
 import threading
 from typing import Any
 
@@ -50,6 +50,14 @@ _orig_detach = socket.socket.detach
 _orig_setsockopt = socket.socket.setsockopt
 
 _FD = struct.Struct("i")
+
+
+def _running_loop() -> Any:
+    """The asyncio loop running in this thread, if any (without importing asyncio)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    return asyncio._get_running_loop()
 _CMSG = socket.CMSG_SPACE(_FD.size)
 QUERY_TIMEOUT = 30.0
 
@@ -119,10 +127,7 @@ def _listen(self: socket.socket, *args: Any) -> None:
     if bound.mode == "reuseport":
         _orig_listen(self, *args)
     if bound.loop is None:  # asyncio's Server calls listen() on its own loop
-        try:
-            bound.loop = asyncio.get_running_loop()
-        except RuntimeError:
-            pass
+        bound.loop = _running_loop()
     # shared/rr: the primary's listener already listens with its backlog
     if not bound.listening and not bound.dead:
         bound.listening = True
@@ -297,10 +302,7 @@ def _install(sock: socket.socket, reply: dict, fds: list[int], base: tuple, inde
         _release_index(base, index)
         raise OSError(errno.EPROTO, f"unexpected reply from the primary: {reply!r}")
     sockname = _sockname(sock.family, address)
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
+    loop = _running_loop()
     bound = _Bound(reply.get("key"), base, index, mode, address, sockname, loop, stream, sock.family)
     _registry[sock.fileno()] = bound
     if not stream:
@@ -503,10 +505,7 @@ def _listen_master_or_fd(address: Any, fd: int | None, backlog: int, master: int
     bound = _Bound(reply.get("key"), base, 0, mode, address, _sockname(family, address), None,
                    stype == socket.SOCK_STREAM, family)
     _registry[sock.fileno()] = bound
-    try:
-        bound.loop = asyncio.get_running_loop()
-    except RuntimeError:
-        pass
+    bound.loop = _running_loop()
     if stype == socket.SOCK_STREAM:
         sock.listen(backlog)
     else:

@@ -27,17 +27,9 @@ from .errors import ClusterError, SettingsError
 from .handles import ReusePortHandle, RoundRobinHandle, SharedHandle
 from .worker import Address, Worker, WorkerState
 
-SCHED_NONE = 1
-SCHED_RR = 2
-SCHED_REUSEPORT = 3
-POLICY_NAMES = {SCHED_NONE: "none", SCHED_RR: "rr", SCHED_REUSEPORT: "reuseport"}
-POLICY_BY_NAME = {v: k for k, v in POLICY_NAMES.items()}
-
-ENV_WORKER_ID = "PYCLUSTER_WORKER_ID"
-ENV_CHANNEL_FD = "PYCLUSTER_CHANNEL_FD"
-ENV_PPID = "PYCLUSTER_PPID"
-ENV_STDIO = "PYCLUSTER_STDIO"
-ENV_INSPECT_PORT = "PYCLUSTER_INSPECT_PORT"
+from ._common import (ENV_CHANNEL_FD, ENV_INSPECT_PORT, ENV_PPID, ENV_STDIO, ENV_WORKER_ID,  # noqa: F401
+                      POLICY_BY_NAME, POLICY_NAMES, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR, handle_fds,
+                      signal_number, wrap_received_fd)
 
 # A primary-side kill() disconnects first; a worker whose channel thread
 # cannot answer (a C loop holding the GIL) is signalled after this anyway.
@@ -110,20 +102,6 @@ def _check_port(value: Any) -> None:
         raise SettingsError(f"inspect_port must be a port number 0-65535 or a function, not {value!r}")
 
 
-def signal_number(sig: int | str | None) -> int:
-    if sig is None:
-        return int(_signal.SIGTERM)
-    if isinstance(sig, str):
-        name = sig.upper()
-        if not name.startswith("SIG"):
-            name = "SIG" + name
-        try:
-            return int(getattr(_signal.Signals, name))
-        except AttributeError:
-            raise ValueError(f"unknown signal {sig!r}") from None
-    return int(sig)
-
-
 def decode_waitid(res: Any) -> tuple[int | None, str | None]:
     """(code, signal name) from an os.waitid result."""
     if res.si_code == os.CLD_EXITED:
@@ -175,7 +153,7 @@ class PrimaryWorker(Worker):
     def send(self, message: Any, handle: Any = None,
              callback: Callable[[BaseException | None], None] | None = None) -> bool:
         """Send a JSON message (and optionally a socket or fd) to the worker."""
-        fds = _handle_fds(handle)
+        fds = handle_fds(handle)
         ch = self._channel
         if ch is None or ch.closed or self._disconnected:
             from .errors import ChannelClosedError
@@ -218,32 +196,6 @@ class PrimaryWorker(Worker):
             return True
         except ProcessLookupError:
             return False
-
-
-def _handle_fds(handle: Any) -> list[int]:
-    if handle is None:
-        return []
-    if isinstance(handle, int) and not isinstance(handle, bool):
-        return [handle]
-    if hasattr(handle, "sockets") and not hasattr(handle, "fileno"):  # asyncio Server
-        socks = list(handle.sockets)
-        if not socks:
-            raise ValueError("that server has no socket to send")
-        return [socks[0].fileno()]
-    if hasattr(handle, "fileno"):
-        return [handle.fileno()]
-    raise TypeError(f"cannot send {type(handle).__name__} as a handle: pass a socket, "
-                    "a server or a file descriptor")
-
-
-def wrap_received_fd(fd: int) -> Any:
-    """A received descriptor: a socket object for a socket, else the int."""
-    try:
-        if stat.S_ISSOCK(os.fstat(fd).st_mode):
-            return socket.socket(fileno=fd)
-    except OSError:
-        pass
-    return fd
 
 
 class Engine:
