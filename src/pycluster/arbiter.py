@@ -350,9 +350,11 @@ class Arbiter:
             self.spawn(slot)
             return
         slot.fails += 1
-        delay = min(self.cfg.restart_delay * (2 ** (slot.fails - 1)), self.cfg.max_restart_delay)
-        if slot.fails > 1:
-            self.logs.master(f"slot {slot.index} is crash-looping: next start in {delay:.2f}s")
+        if slot.fails == 1:
+            self.spawn(slot)  # one fast crash is replaced at once; repeated ones back off
+            return
+        delay = min(self.cfg.restart_delay * (2 ** (slot.fails - 2)), self.cfg.max_restart_delay)
+        self.logs.master(f"slot {slot.index} is crash-looping: next start in {delay:.2f}s")
         slot.retry = self.loop.call_later(delay, self.spawn, slot)
 
     def slot_state(self, slot: Slot) -> str:

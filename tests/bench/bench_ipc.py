@@ -18,7 +18,6 @@ All waits are bounded; a stuck run exits 98 (``--deadline``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -28,6 +27,11 @@ import threading
 import time
 
 import pycluster as cluster
+
+if cluster.is_primary:
+    # Only the primary: the fork -> online figure is the library's own boot,
+    # not the cost of importing asyncio in the worker.
+    import asyncio
 
 SMALL = {"op": "ping", "i": 0, "pad": "0123456789abcdef"}
 
