@@ -9,12 +9,11 @@ loop; signal handlers only record and wake.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pycluster as cluster
 
@@ -23,6 +22,9 @@ from .config import RunConfig, resolve_workers
 from .errors import EXIT_BOOT, EXIT_OK
 from .logs import LogBook
 from .primary import POLICY_BY_NAME, PrimaryWorker
+
+if TYPE_CHECKING:
+    import asyncio
 
 STDERR_TAIL = 20
 
@@ -106,8 +108,11 @@ class Arbiter:
 
     # -- running ----------------------------------------------------------------
     async def main(self) -> int:
+        import asyncio
         self.loop = asyncio.get_running_loop()
         self.engine.attach(self.loop)
+        for worker in list(cluster.workers.values()):  # forked before the loop existed
+            self.logs.attach(worker, self.loop, self.stderr_tails.setdefault(worker.id, deque(maxlen=STDERR_TAIL)))
         self.done = self.loop.create_future()
         from .control.server import ControlServer
         self.control = ControlServer(self, self.control_path)
@@ -118,8 +123,7 @@ class Arbiter:
             # PID 1 in a container: orphans are re-parented to us; reap them
             # (our own workers are reaped through their pidfds).
             self.loop.add_signal_handler(signal.SIGCHLD, reap_orphans)
-        for index in range(1, self.wanted + 1):
-            self.spawn(self._slot(index))
+        self.start_workers()
         self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
         if self.cfg.timeout:
             self.loop.call_later(self.cfg.timeout / 4, self._check_heartbeats)
@@ -134,6 +138,14 @@ class Arbiter:
                 self.loop.remove_signal_handler(signal.SIGCHLD)
             await self.control.close()
             self.logs.close()
+
+    def start_workers(self) -> None:
+        """Fork the first generation (before the loop exists, so the workers
+        boot while the master is still importing asyncio)."""
+        for index in range(1, self.wanted + 1):
+            slot = self._slot(index)
+            if slot.worker is None and slot.retry is None:
+                self.spawn(slot)
 
     def _slot(self, index: int) -> Slot:
         slot = self.slots.get(index)
@@ -158,7 +170,8 @@ class Arbiter:
         slot.generation = self.generation
         self.by_worker[worker.id] = slot
         self.stderr_tails[worker.id] = deque(maxlen=STDERR_TAIL)
-        self.logs.attach(worker, self.loop, self.stderr_tails[worker.id])
+        if self.loop is not None:
+            self.logs.attach(worker, self.loop, self.stderr_tails[worker.id])
         if self.state != "starting":
             slot.boot_timer = self.loop.call_later(self.cfg.boot_timeout, self._boot_timed_out, worker)
 

@@ -9,7 +9,6 @@ signal handler or mutates state from another thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -19,13 +18,16 @@ import stat
 import subprocess
 import sys
 import weakref
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import _sockets
 from .channel import KIND_INTERNAL, KIND_USER, Channel, socketpair
 from .errors import ClusterError, SettingsError
 from .handles import ReusePortHandle, RoundRobinHandle, SharedHandle
 from .worker import Address, Worker, WorkerState
+
+if TYPE_CHECKING:  # imported when the loop starts, not before the first fork
+    import asyncio
 
 from ._common import (ENV_CHANNEL_FD, ENV_INSPECT_PORT, ENV_PPID, ENV_STDIO, ENV_WORKER_ID,  # noqa: F401
                       POLICY_BY_NAME, POLICY_NAMES, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR, handle_fds,
@@ -245,10 +247,10 @@ class Engine:
 
     def _current_loop(self) -> asyncio.AbstractEventLoop | None:
         if self.loop is None:
-            try:
-                self.attach(asyncio.get_running_loop())
-            except RuntimeError:
-                pass
+            asyncio = sys.modules.get("asyncio")  # not imported: no loop can be running
+            running = asyncio._get_running_loop() if asyncio is not None else None
+            if running is not None:
+                self.attach(running)
         return self.loop
 
     def emit(self, event: str, *args: Any) -> None:
@@ -703,6 +705,7 @@ class Engine:
     def run(self, *, stop_signals: bool = True) -> int:
         if self.loop is not None and not self.loop.is_closed() and self.loop.is_running():
             raise ClusterError("run() called while the cluster's loop is running; use 'await serve()'")
+        import asyncio
         loop = self.loop if self.loop is not None and not self.loop.is_closed() else asyncio.new_event_loop()
         try:
             return loop.run_until_complete(self.serve(stop_signals=stop_signals))
@@ -719,6 +722,7 @@ class Engine:
         self.loop = None
 
     async def serve(self, *, stop_signals: bool = True) -> int:
+        import asyncio
         loop = asyncio.get_running_loop()
         self.attach(loop)
         self._done = loop.create_future()

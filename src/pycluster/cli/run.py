@@ -4,7 +4,6 @@ error, 3 the first generation never became ready)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from typing import Any
@@ -42,7 +41,7 @@ def run_master(target: str | None, config_file: str | None, flags: dict[str, Any
         if code is not None:
             return code
     from ..control.paths import socket_path
-    from ..control.server import ControlSocketInUse, probe
+    from ..control.claim import ControlSocketInUse, probe
     control = socket_path(name, cfg.control)
     if os.path.exists(control) and probe(control) is not False:
         pid = probe(control)
@@ -67,7 +66,7 @@ def run_master(target: str | None, config_file: str | None, flags: dict[str, Any
 def _run(cfg: config.RunConfig, name: str, control: str, flags: dict, config_file: str | None) -> int:
     import pycluster
     from ..arbiter import Arbiter
-    from ..control.server import ControlSocketInUse
+    from ..control.claim import ControlSocketInUse
     from ..errors import SettingsError
 
     arbiter = Arbiter(cfg, name, control, version=pycluster.__version__, flags=flags,
@@ -84,6 +83,8 @@ def _run(cfg: config.RunConfig, name: str, control: str, flags: dict, config_fil
         return EXIT_RUNTIME
     from ..systemd import Notifier
     arbiter.notify = Notifier.from_environ()
+    arbiter.start_workers()  # before importing asyncio: the workers boot meanwhile
+    import asyncio
     loop = asyncio.new_event_loop()
     try:
         code = loop.run_until_complete(arbiter.main())

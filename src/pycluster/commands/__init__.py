@@ -4,11 +4,13 @@ through :func:`execute` on the master loop (STYLE habit 2)."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..control import protocol
 from . import logs, reload, reopen, scale, status, stop
+
+if TYPE_CHECKING:
+    import asyncio
 
 COMMANDS = {m.NAME: m for m in (status, stop, scale, logs, reload, reopen)}
 

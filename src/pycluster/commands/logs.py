@@ -1,7 +1,5 @@
 """logs: the last lines kept by the master; ``follow`` streams new ones."""
 
-import asyncio
-
 from ..control import protocol
 from ..control.protocol import RequestError
 
@@ -23,6 +21,7 @@ async def run(arbiter, params: dict, writer):
     lines = arbiter.logs.tail(params["lines"])
     if not params["follow"] or writer is None:
         return {"lines": lines}
+    import asyncio
     writer.write(protocol.ok({"lines": lines}))
     queue: asyncio.Queue = asyncio.Queue(10_000)
 
