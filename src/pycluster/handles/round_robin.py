@@ -18,8 +18,9 @@ The same copy tells the primary, without a word from the worker, how many
 hand-offs the worker has not taken yet: the bytes waiting in ``b``
 (FIONREAD). Each connection goes to the next worker in rotation that has
 taken its last hand-off (the next two are asked); when both are busy
-(saturation) it goes to the next one anyway, so a busy cluster never waits
-on a round trip per connection and round-robin keeps the shares even.
+(saturation) it goes to the next one anyway - and so do the next few, without
+asking - so a busy cluster never waits on a round trip per connection and
+round-robin keeps the shares even.
 
 The per-connection path is O(1) and allocation-light: ``_accept`` returns a
 bare fd, at most two ioctls check the lanes, one ``sendmsg`` hands it off,
@@ -102,6 +103,7 @@ class RoundRobinHandle:
         self._reading = False
         self._watchdog = None
         self._retry = None
+        self._blind = 0  # hand-offs left to make without asking the lanes
         self._poller = select.poll()
         self._poller.register(sock.fileno(), select.POLLIN)
         self.closed = False
@@ -215,8 +217,15 @@ class RoundRobinHandle:
         if not n:
             return False
         start = self._cursor
+        if self._blind:
+            # Saturated a moment ago (every worker had one waiting): plain
+            # round-robin for a few hand-offs, without asking the lanes.
+            self._blind -= 1
+            for i in range(n):
+                if not rotation[(start + i) % n].stalled:
+                    return self._send(fd, rotation, start, i, n)
+            return False
         ioctl, inq, zero, unpack = fcntl.ioctl, _INQ, _ZERO, _INT.unpack
-        chosen = -1
         fallback = -1
         for i in range(n):
             lane = rotation[(start + i) % n]
@@ -227,17 +236,18 @@ class RoundRobinHandle:
             except OSError:
                 continue
             if not waiting:
-                chosen = i  # took its last hand-off: Node's "free" worker
-                break
+                return self._send(fd, rotation, start, i, n)  # took its last hand-off
             if fallback < 0 and waiting < self.window:
                 fallback = i
             if i and fallback >= 0:
                 break  # two busy: do not poll every lane per connection
-        if chosen < 0:
-            chosen = fallback
-            if chosen < 0:
-                return False
-        lane = rotation[(start + chosen) % n]
+        if fallback < 0:
+            return False
+        self._blind = 4 * n
+        return self._send(fd, rotation, start, fallback, n)
+
+    def _send(self, fd: int, rotation: list, start: int, offset: int, n: int) -> bool:
+        lane = rotation[(start + offset) % n]
         try:
             lane.a.sendmsg(_ONE, [(_SOL_SOCKET, _SCM_RIGHTS, _FD.pack(fd))])
         except OSError:
@@ -245,7 +255,7 @@ class RoundRobinHandle:
         lane.handed += 1
         if self._watchdog is None:
             self._start_watchdog()
-        self._cursor = (start + chosen + 1) % n
+        self._cursor = (start + offset + 1) % n
         os.close(fd)
         return True
 
