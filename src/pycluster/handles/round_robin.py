@@ -46,6 +46,7 @@ log = logging.getLogger("pycluster")
 
 _ONE = [b"c"]
 _FD = struct.Struct("i")
+_FD_PACK = _FD.pack
 _CMSG = socket.CMSG_SPACE(_FD.size)
 _ACCEPT_BATCH = 64
 _MAX_QUEUE = 512
@@ -60,11 +61,13 @@ _INT = struct.Struct("i")
 
 
 class _Lane:
-    __slots__ = ("worker_id", "a", "b", "bfd", "handed", "since", "taken_seen", "active", "stalled")
+    __slots__ = ("worker_id", "a", "b", "bfd", "send", "handed", "since", "taken_seen", "active",
+                 "stalled")
 
     def __init__(self, worker_id: int, a: socket.socket, b: socket.socket):
         self.worker_id = worker_id
         self.a = a
+        self.send = a.sendmsg
         self.b = b
         self.bfd = b.fileno()
         self.handed = 0       # connections handed to this worker (and not taken back)
@@ -175,6 +178,7 @@ class RoundRobinHandle:
     def _on_readable(self) -> None:
         accept = self.sock._accept
         queue = self._queue
+        handoff = self._handoff
         more = self._poller.poll
         # Accept while connections wait (bounded). A zero-timeout poll asks
         # "another one?" for a fraction of what a failed accept (EAGAIN,
@@ -201,7 +205,7 @@ class RoundRobinHandle:
                 log.error("pycluster: accept() on %s failed: %s", _fmt(self.address), exc)
                 break
             count += 1
-            if queue or not self._handoff(fd):
+            if queue or not handoff(fd):
                 queue.append(fd)
                 self._retry_later()
                 if len(queue) >= _MAX_QUEUE:
@@ -221,7 +225,9 @@ class RoundRobinHandle:
             # Saturated a moment ago (every worker had one waiting): plain
             # round-robin for a few hand-offs, without asking the lanes.
             self._blind -= 1
-            for i in range(n):
+            if not rotation[start].stalled:
+                return self._send(fd, rotation, start, 0, n)
+            for i in range(1, n):
                 if not rotation[(start + i) % n].stalled:
                     return self._send(fd, rotation, start, i, n)
             return False
@@ -249,7 +255,7 @@ class RoundRobinHandle:
     def _send(self, fd: int, rotation: list, start: int, offset: int, n: int) -> bool:
         lane = rotation[(start + offset) % n]
         try:
-            lane.a.sendmsg(_ONE, [(_SOL_SOCKET, _SCM_RIGHTS, _FD.pack(fd))])
+            lane.send(_ONE, [(_SOL_SOCKET, _SCM_RIGHTS, _FD_PACK(fd))])
         except OSError:
             return False  # full (EAGAIN) or going away: the caller queues it
         lane.handed += 1
