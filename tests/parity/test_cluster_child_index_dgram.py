@@ -20,67 +20,7 @@ from __future__ import annotations
 
 import pytest
 
-SCRIPT = r"""
-import os
-import socket
-import sys
-
-import pycluster as cluster
-from harness import deadline, must_call, report
-
-KIND = os.environ["KIND"]
-CYCLES = 5
-STYPE = socket.SOCK_STREAM if KIND == "tcp" else socket.SOCK_DGRAM
-
-if cluster.is_primary:
-    deadline(20)
-    worker = cluster.fork()
-    ports = []
-
-    def on_message(message):
-        ports.extend(message["ports"])
-
-    def on_exit(code, signal):
-        rebound = []
-        for port in sorted(set(ports)):
-            probe = socket.socket(socket.AF_INET, STYPE)
-            try:
-                probe.bind(("0.0.0.0", port))
-                rebound.append(True)
-            except OSError as exc:
-                rebound.append([port, exc.errno])
-            finally:
-                probe.close()
-        report(exit=[code, signal], rebound=rebound)
-
-    cluster.on("listening", must_call(None, CYCLES * 4, "listening"))
-    worker.on("message", must_call(on_message, 1, "message"))
-    worker.on("exit", must_call(on_exit, 1, "exit"))
-    cluster.run()
-else:
-    def listen0():
-        sock = socket.socket(socket.AF_INET, STYPE)
-        sock.bind(("", 0))
-        if STYPE == socket.SOCK_STREAM:
-            sock.listen()
-        return sock
-
-    used = []
-    pairs = []
-    for _ in range(CYCLES):
-        first, second = listen0(), listen0()
-        pair = [first.getsockname()[1], second.getsockname()[1]]
-        pairs.append(pair)
-        used.extend(pair)
-        for sock in (first, second):
-            sock.close()
-            fresh = listen0()
-            used.append(fresh.getsockname()[1])
-            fresh.close()
-    report(pairs=pairs, used=len(used))
-    cluster.worker.send({"ports": used})
-    sys.exit(0)
-"""
+from test_cluster_child_index_net import SCRIPT  # one script for both: KIND picks tcp or udp
 
 
 @pytest.mark.parametrize("policy", ["rr", "none"])

@@ -15,46 +15,10 @@ this suite usually runs as root, where the test is skipped). The worker's
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
 POLICY = "none"
 
-SCRIPT = r"""
-import errno
-import socket
-
-import pycluster as cluster
-from harness import deadline, must_call, report
-
-if cluster.is_primary:
-    deadline(20)
-    worker = cluster.fork()
-    cluster.on("listening", must_call(None, 0, "listening"))
-    worker.on("exit", must_call(lambda code, signal: report(exit=[code, signal]), 1, "exit"))
-    cluster.run()
-else:
-    try:
-        socket.create_server(("", 42))
-    except OSError as exc:
-        report(worker_error=errno.errorcode.get(exc.errno, exc.errno))
-    else:
-        report(worker_error=None)
-    cluster.worker._channel.close_threadsafe()
-"""
-
-
-def skip_unless_port_42_is_privileged():
-    if os.geteuid() == 0:
-        pytest.skip("must not run as root: root may bind port 42")
-    try:
-        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
-            start = int(f.read())
-    except (OSError, ValueError):
-        return  # no such knob: ports below 1024 are privileged
-    if start <= 42:
-        pytest.skip(f"port 42 is unprivileged (ip_unprivileged_port_start={start})")
+# The same scenario as the RR port, under SCHED_NONE.
+from test_cluster_bind_privileged_port import SCRIPT, skip_unless_port_42_is_privileged  # noqa: E402
 
 
 def test_cluster_shared_handle_bind_privileged_port(run_script):
