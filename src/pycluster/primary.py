@@ -215,6 +215,7 @@ class Engine:
         self._before_loop: list[tuple[Callable, tuple]] = []
         self._done: asyncio.Future | None = None
         self._disconnect_callbacks: list[Callable[[], Any]] = []
+        self._stopping = False  # a stop signal arrived (run()/serve()); a second one kills
         self._all_workers: "weakref.WeakSet[PrimaryWorker]" = weakref.WeakSet()
         self.handoff_window = int(os.environ.get("PYCLUSTER_RR_WINDOW", "64") or 64)
         self.handoff_timeout = float(os.environ.get("PYCLUSTER_HANDOFF_TIMEOUT", "5") or 5)
@@ -754,7 +755,7 @@ class Engine:
                 _signal.signal(signum, previous)
 
     def _stop_requested(self, signum: int) -> None:
-        if getattr(self, "_stopping", False):
+        if self._stopping:
             for worker in list(self.workers.values()):
                 worker._send_signal(_signal.SIGKILL)
             return
