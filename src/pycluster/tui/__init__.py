@@ -17,6 +17,8 @@ def _console(**kwargs: Any):
 
 def print_status(status: dict[str, Any]) -> None:
     console = _console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # a pipe or file: do not squeeze the columns to 80
     console.print(status_table(status))
 
 
