@@ -535,9 +535,6 @@ _SIGNALS = {
 
 
 def _fmt_address(a: Any) -> str:
-    if a.address_type == -1:
-        return f"unix:{a.address}"
-    host = a.address or ""
-    prefix = "udp://" if isinstance(a.address_type, str) else "http://"
-    return f"{prefix}[{host}]:{a.port}" if ":" in host else f"{prefix}{host}:{a.port}"
+    """A listener for the log: HTTP ones as URLs."""
+    return str(a) if isinstance(a.address_type, str) or a.address_type == -1 else f"http://{a}"
 

@@ -17,7 +17,6 @@ import socket
 import stat
 import subprocess
 import sys
-import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import _sockets
@@ -216,10 +215,8 @@ class Engine:
         self._done: asyncio.Future | None = None
         self._disconnect_callbacks: list[Callable[[], Any]] = []
         self._stopping = False  # a stop signal arrived (run()/serve()); a second one kills
-        self._all_workers: "weakref.WeakSet[PrimaryWorker]" = weakref.WeakSet()
         self.handoff_window = int(os.environ.get("PYCLUSTER_RR_WINDOW", "64") or 64)
         self.handoff_timeout = float(os.environ.get("PYCLUSTER_HANDOFF_TIMEOUT", "5") or 5)
-        self.on_worker_stream: Callable[[PrimaryWorker, str, Any], None] | None = None
         # The CLI master runs workers as `python -m pycluster._target ...`
         # instead of re-running the main script (settings exec/args).
         self.worker_command: list[str] | None = None
@@ -342,7 +339,6 @@ class Engine:
                                   on_close=lambda: self._on_channel_close(worker),
                                   on_error=lambda exc: self._on_channel_error(worker, exc))
         self.workers[worker.id] = worker
-        self._all_workers.add(worker)
         if self._current_loop() is not None:
             self._attach_worker(worker)
         self.call_soon(self.emit, "fork", worker)
@@ -407,8 +403,6 @@ class Engine:
         worker._channel.attach(loop)
         if worker._pidfd is not None and not worker._exited:
             loop.add_reader(worker._pidfd, self._reap, worker)
-        if self.on_worker_stream is not None:
-            self.on_worker_stream(worker, "attach", None)
 
     # -- exits and disconnects -----------------------------------------------
     def _reap(self, worker: PrimaryWorker) -> None:

@@ -40,6 +40,13 @@ class Address:
     address_type: int | str
     fd: int | None = None
 
+    def __str__(self) -> str:
+        if self.address_type == -1:
+            return f"unix:{self.address}"
+        host = self.address or ""
+        host = f"[{host}]" if ":" in host else host
+        return f"{'udp://' if isinstance(self.address_type, str) else ''}{host}:{self.port}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"address": self.address, "port": self.port,
                 "address_type": self.address_type, "fd": self.fd}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 
@@ -30,5 +28,3 @@ def follow_reload(path: str) -> int:
     click.echo("pycluster: the master closed the connection during the reload", err=True)
     return 1
 
-
-__all__ = ["follow_reload", "sys"]

@@ -198,11 +198,11 @@ class RoundRobinHandle:
                     # Out of fds or memory: stop accepting for a moment so the
                     # loop (and the control socket) keep working, then retry.
                     log.error("pycluster: accept() on %s failed: %s; pausing accepts for 100 ms",
-                              _fmt(self.address), exc.strerror)
+                              self.address, exc.strerror)
                     self._stop_reading()
                     self.loop.call_later(0.1, self._start_reading)
                     return
-                log.error("pycluster: accept() on %s failed: %s", _fmt(self.address), exc)
+                log.error("pycluster: accept() on %s failed: %s", self.address, exc)
                 break
             count += 1
             if queue or not handoff(fd):
@@ -317,7 +317,7 @@ class RoundRobinHandle:
                     lane.stalled = True
                     log.warning("pycluster: worker %d did not take %d connection(s) on %s in %.1f s;"
                                 " handing them to another worker", lane.worker_id, len(back),
-                                _fmt(self.address), self.handoff_timeout)
+                                self.address, self.handoff_timeout)
                     self._queue.extendleft(reversed(back))
             if waiting:
                 busy = True
@@ -378,10 +378,3 @@ def _close(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
-
-
-def _fmt(addr: Address) -> str:
-    if addr.port is None:
-        return f"unix:{addr.address}"
-    host = addr.address or ""
-    return f"[{host}]:{addr.port}" if ":" in host else f"{host}:{addr.port}"
