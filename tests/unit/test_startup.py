@@ -1,0 +1,46 @@
+"""`pycluster startup` writes a systemd unit for a run command line; Address
+objects print as the --bind syntax."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from pycluster.cli import main
+from pycluster.worker import Address
+
+
+def test_startup_writes_a_notify_unit_for_the_run_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "-w", "4", "app:main", "-b", ":8000"])
+    assert result.exit_code == 0, result.output
+    unit = result.output
+    assert "Type=notify" in unit
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+    assert "TimeoutStopSec=35" in unit  # graceful_timeout 30 + margin
+    assert "Description=pycluster app" in unit  # named after the target, not after "4"
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith("run -w 4 app:main -b :8000")
+
+
+def test_startup_writes_a_user_unit_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "unit.service"
+    result = CliRunner().invoke(main, ["startup", "--user", "-o", str(out), "--", "app:main"])
+    assert result.exit_code == 0, result.output
+    assert "WantedBy=default.target" in out.read_text()
+    assert "systemctl --user enable --now unit.service" in result.output
+
+
+def test_startup_rejects_a_bad_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pycluster.toml").write_text("wokers = 3\n")
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "app:main"])
+    assert result.exit_code == 2
+    assert "did you mean 'workers'" in result.output
+
+
+def test_address_prints_as_bind_syntax():
+    assert str(Address("127.0.0.1", 8000, 4)) == "127.0.0.1:8000"
+    assert str(Address("::", 8000, 6)) == "[::]:8000"
+    assert str(Address("/run/app.sock", None, -1)) == "unix:/run/app.sock"
+    assert str(Address("0.0.0.0", 53, "udp4")) == "udp://0.0.0.0:53"
