@@ -40,6 +40,7 @@ from .worker import Worker, WorkerState
 
 _MAX_QUEUED = 10_000
 _DISCONNECT_STOP_TIMEOUT = 2.0
+_RESIGNAL_AFTER = 0.5
 
 
 def _sigterm(signum: int, frame: Any) -> None:
@@ -210,7 +211,20 @@ class ChildWorker(Worker):
             signum = self._after_disconnect
         if signum is not None:
             signal_main_thread(signum)
+            if signum == signal.SIGTERM:
+                self._loop.call_later(_RESIGNAL_AFTER, self._resignal)
         _state.signalled.set()
+
+    def _resignal(self) -> None:
+        """Our default SIGTERM handler has not run yet: the signal can be lost
+        if it lands as the main thread enters epoll_wait (observed about once
+        in a few hundred disconnects under load). Send it again; only while
+        pycluster's own handler is installed, so an app's handler never sees
+        a second SIGTERM from us."""
+        if _exiting_explicitly or signal.getsignal(signal.SIGTERM) is not _sigterm:
+            return
+        signal_main_thread(signal.SIGTERM)
+        self._loop.call_later(_RESIGNAL_AFTER, self._resignal)
 
 
 def signal_main_thread(signum: int) -> None:
