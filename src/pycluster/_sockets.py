@@ -11,22 +11,23 @@ import ipaddress
 import os
 import socket
 import stat
-from dataclasses import dataclass
 
+from ._common import Record
 from .worker import Address
 
 DEFAULT_BACKLOG = 2048
 
 
-@dataclass(frozen=True)
-class ListenSpec:
+class ListenSpec(Record):
     """A parsed address: kind is "tcp", "udp", "unix" or "fd"."""
 
+    __slots__ = ("kind", "host", "port", "path", "fd")
+    _defaults = {"host": None, "port": None, "path": None, "fd": None}
     kind: str
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-    fd: int | None = None
+    host: str | None
+    port: int | None
+    path: str | None
+    fd: int | None
 
     def __str__(self) -> str:
         if self.kind == "unix":

@@ -29,11 +29,18 @@ if TYPE_CHECKING:
 STDERR_TAIL = 20
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class Slot:
     """A place for one worker; survives its restarts."""
 
     __slots__ = ("index", "worker", "restarts", "fails", "started", "ready", "retry", "last_exit",
-                 "generation", "boot_timer", "replacing")
+                 "generation", "boot_timer", "replacing", "deferred")
 
     def __init__(self, index: int):
         self.index = index
@@ -47,6 +54,7 @@ class Slot:
         self.generation = 0
         self.boot_timer: asyncio.TimerHandle | None = None
         self.replacing = False
+        self.deferred = False  # waits for the first worker of the first generation
 
 
 class Arbiter:
@@ -67,6 +75,8 @@ class Arbiter:
         self.by_worker: dict[int, Slot] = {}
         self.started_at = time.time()
         self.logs = LogBook(log_file=cfg.log_file)
+        from .handles import round_robin
+        round_robin.warn = lambda message: self.logs.master(message.removeprefix("pycluster: "))
         self.exit_code: int | None = None
         self.done: asyncio.Future | None = None
         self.stderr_tails: dict[int, deque] = {}
@@ -141,11 +151,29 @@ class Arbiter:
 
     def start_workers(self) -> None:
         """Fork the first generation (before the loop exists, so the workers
-        boot while the master is still importing asyncio)."""
+        boot while the master is still importing asyncio).
+
+        Booting interpreters is CPU-bound: when there are more workers than
+        spare cores, only as many as there are spare cores (at least one)
+        start at once and the rest follow as soon as the first is ready. The
+        cluster then serves after one worker's boot time instead of after
+        all of them shared the cores, and an app that fails at import fails
+        in one worker, not in every one."""
+        wave = max(1, _cpus() - 1)
         for index in range(1, self.wanted + 1):
             slot = self._slot(index)
             if slot.worker is None and slot.retry is None:
+                if index > wave and self.state == "starting":
+                    slot.deferred = True
+                    continue
                 self.spawn(slot)
+
+    def _start_deferred(self) -> None:
+        for slot in self.slots.values():
+            if slot.deferred:
+                slot.deferred = False
+                if slot.worker is None and slot.retry is None:
+                    self.spawn(slot)
 
     def _slot(self, index: int) -> Slot:
         slot = self.slots.get(index)
@@ -261,6 +289,10 @@ class Arbiter:
             slot.boot_timer.cancel()
             slot.boot_timer = None
         self.logs.master(f"worker {worker.id} (pid {worker.pid}) ready")
+        if any(s.deferred for s in self.slots.values()):
+            # Two loop turns later, so that connections already waiting are
+            # handed to this worker before the master forks the others.
+            self.loop.call_soon(self.loop.call_soon, self._start_deferred)
         if self.state == "starting" and all(s.ready for s in self.slots.values()):
             self.state = "running"
             listen = ", ".join(_fmt_address(h.address) for h in self.engine.master_listeners) or "no listeners"
@@ -373,6 +405,8 @@ class Arbiter:
     def slot_state(self, slot: Slot) -> str:
         worker = slot.worker
         if worker is None:
+            if slot.deferred:
+                return "starting"
             return "crash-looping" if slot.fails > 1 or slot.retry is not None else "dead"
         if worker.state == "disconnected":
             return "disconnecting"

@@ -27,7 +27,6 @@ import signal
 import socket
 import sys
 import threading
-import traceback
 from collections import deque
 from typing import Any, Callable
 
@@ -139,6 +138,7 @@ class ChildWorker(Worker):
         if isinstance(exc, SystemExit):
             code = exc.code
             hard_exit(code if isinstance(code, int) else (0 if code is None else 1))
+        import traceback
         traceback.print_exception(type(exc), exc, exc.__traceback__)
         hard_exit(1)
 

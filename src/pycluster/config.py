@@ -8,13 +8,11 @@ generated from ``SETTINGS``. Precedence: flag > environment > file > default.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ._compat import tomllib
 
 
 class ConfigError(ValueError):
@@ -242,6 +240,7 @@ def find_config_file(explicit: str | None, cwd: str | None = None) -> tuple[str 
 
 
 def read_file(path: str, pyproject: bool = False) -> dict[str, Any]:
+    from ._compat import tomllib
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -259,6 +258,7 @@ def read_file(path: str, pyproject: bool = False) -> dict[str, Any]:
 
 
 def _unknown_key(source: str, key: str) -> ConfigError:
+    import difflib
     near = difflib.get_close_matches(key, list(BY_NAME), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     return ConfigError(f"{source}: unknown key {key!r}{hint}; allowed keys: {', '.join(BY_NAME)}")

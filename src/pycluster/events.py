@@ -9,7 +9,7 @@ re-raises it from ``run()``, as an uncaught exception ends a Node process).
 
 from __future__ import annotations
 
-import inspect
+import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class EventEmitter:
         for fn, n, _once in snapshot:
             try:
                 result = fn(*args) if n is None else fn(*args[:n])
-                if inspect.isawaitable(result):
+                if hasattr(result, "__await__"):
                     self._schedule(result)
             except BaseException as exc:  # noqa: BLE001 - routed to on_error
                 if self._on_error is None:
@@ -132,6 +132,19 @@ def _arity(fn: Handler) -> int | None:
     raise, so a handler declared with fewer parameters gets only the first
     ones (``cluster.on("exit", lambda worker: ...)`` works).
     """
+    func = getattr(fn, "__func__", None)
+    if func is not None and getattr(fn, "__self__", None) is not None:
+        code = getattr(func, "__code__", None)  # a bound method: self is already bound
+        bound = 1
+    else:
+        code = getattr(fn, "__code__", None)
+        bound = 0
+    if (code is not None and getattr(fn, "__wrapped__", None) is None
+            and getattr(fn, "__signature__", None) is None and not isinstance(fn, functools.partial)):
+        if code.co_flags & 0x04:  # CO_VARARGS
+            return None
+        return max(code.co_argcount - bound, 0)
+    import inspect  # partials, callables, wrapped functions: the slow, general way
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):

@@ -7,9 +7,9 @@ Role-specific behaviour lives in subclasses (``primary.PrimaryWorker``,
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any
 
+from ._common import Record
 from .events import EventEmitter
 
 
@@ -26,8 +26,7 @@ class WorkerState(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(Record):
     """What a ``listening`` event carries (Node's address object).
 
     ``address_type`` is 4, 6, -1 (unix socket), "udp4" or "udp6"; ``port`` is
@@ -35,10 +34,12 @@ class Address:
     for listeners that came from ``listen(fd=N)``.
     """
 
+    __slots__ = ("address", "port", "address_type", "fd")
+    _defaults = {"fd": None}
     address: str | None
     port: int | None
     address_type: int | str
-    fd: int | None = None
+    fd: int | None
 
     def __str__(self) -> str:
         if self.address_type == -1:

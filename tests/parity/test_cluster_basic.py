@@ -26,7 +26,6 @@ Python translation:
 from __future__ import annotations
 
 PRIMARY = r"""
-import dataclasses
 import http.server
 import os
 import subprocess
@@ -78,7 +77,7 @@ if cluster.is_primary:
         order.append("worker listening")
         addr = args[0]
         worker_args["listening"] = len(args)
-        report(address_fields=sorted(f.name for f in dataclasses.fields(addr)),
+        report(address_fields=sorted(k for k in ("address", "address_type", "fd", "port") if hasattr(addr, k)),
                address=addr.address, address_type=addr.address_type, fd=addr.fd,
                port=addr.port, port_is_int=type(addr.port) is int)
 

@@ -1,5 +1,7 @@
 """stop: graceful stop (``{"now": true}``: at once)."""
 
+import os
+
 from ..control.protocol import RequestError
 
 NAME = "stop"
@@ -15,4 +17,4 @@ def validate(request: dict) -> dict:
 
 async def run(arbiter, params: dict, writer) -> dict:
     arbiter.loop.call_soon(lambda: arbiter.stop(immediate=params["now"]))
-    return {"stopping": True, "pid": arbiter.status()["pid"]}
+    return {"stopping": True, "pid": os.getpid()}

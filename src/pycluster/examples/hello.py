@@ -13,14 +13,12 @@ connections after a short grace, and exits 0 once they are gone.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
 import socket
 import sys
 import time
-from email.utils import formatdate
 
 import pycluster as cluster
 
@@ -42,7 +40,7 @@ class _Responses:
         if now != self.second:
             self.second = now
             head = (b"HTTP/1.1 200 OK\r\nServer: pycluster-hello\r\nDate: "
-                    + formatdate(now, usegmt=True).encode()
+                    + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
                     + b"\r\nContent-Type: text/plain\r\nContent-Length: "
                     + str(len(self.body)).encode() + b"\r\n" + self.extra)
             self.keep_alive = head + b"\r\n" + self.body
@@ -165,6 +163,7 @@ def main() -> None:
 
 
 def _script(argv: list[str] | None = None) -> int:
+    import argparse
     parser = argparse.ArgumentParser(prog="python -m pycluster.examples.hello",
                                      description="A Node-style cluster of asyncio HTTP workers.")
     parser.add_argument("--workers", "-w", type=int, default=os.cpu_count() or 2)

@@ -31,18 +31,22 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import select
 import socket
 import struct
+import sys
 import termios
 import time
 from collections import deque
 
 from ..worker import Address
 
-log = logging.getLogger("pycluster")
+
+
+def warn(message: str) -> None:
+    """Where the hand-off path reports trouble (the CLI master points it at its log)."""
+    sys.stderr.write(message + "\n")
 
 _ONE = [b"c"]
 _FD = struct.Struct("i")
@@ -197,12 +201,12 @@ class RoundRobinHandle:
                 if exc.errno in _RESOURCE_ERRNOS:
                     # Out of fds or memory: stop accepting for a moment so the
                     # loop (and the control socket) keep working, then retry.
-                    log.error("pycluster: accept() on %s failed: %s; pausing accepts for 100 ms",
-                              self.address, exc.strerror)
+                    warn(f"pycluster: accept() on {self.address} failed: {exc.strerror};"
+                         " pausing accepts for 100 ms")
                     self._stop_reading()
                     self.loop.call_later(0.1, self._start_reading)
                     return
-                log.error("pycluster: accept() on %s failed: %s", self.address, exc)
+                warn(f"pycluster: accept() on {self.address} failed: {exc}")
                 break
             count += 1
             if queue or not handoff(fd):
@@ -315,9 +319,8 @@ class RoundRobinHandle:
                 lane.since = now
                 if back:
                     lane.stalled = True
-                    log.warning("pycluster: worker %d did not take %d connection(s) on %s in %.1f s;"
-                                " handing them to another worker", lane.worker_id, len(back),
-                                self.address, self.handoff_timeout)
+                    warn(f"pycluster: worker {lane.worker_id} did not take {len(back)} connection(s) on"
+                         f" {self.address} in {self.handoff_timeout:.1f} s; handing them to another worker")
                     self._queue.extendleft(reversed(back))
             if waiting:
                 busy = True
