@@ -35,7 +35,10 @@ __all__ = [
     "NotPrimaryError", "__version__",
 ]
 
-is_worker: bool = "PYCLUSTER_WORKER_ID" in _os.environ
+# A --preload fork server imports the app as a worker would, and boots
+# pycluster's worker side in each worker it forks (_boot_forked).
+_preloading = "PYCLUSTER_FORKSERVER_FD" in _os.environ
+is_worker: bool = "PYCLUSTER_WORKER_ID" in _os.environ or _preloading
 is_primary: bool = not is_worker
 is_master: bool = is_primary
 
@@ -67,6 +70,13 @@ else:
     from . import child as _child
 
     _emitter = EventEmitter()
+    worker = None if _preloading else _child.boot()
+
+
+def _boot_forked() -> None:
+    """In a worker forked by the fork server: become worker N now."""
+    global worker, _preloading
+    _preloading = False
     worker = _child.boot()
 
 on = _emitter.on

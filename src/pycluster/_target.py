@@ -73,6 +73,11 @@ def main() -> int:
         return 0
     announce_online()  # the app imported: this worker counts as up
     sys.argv = [target, *sys.argv[2:]]
+    return call(fn)
+
+
+def call(fn) -> int:
+    """Run the app's callable (a coroutine function under asyncio); its exit code."""
     result = fn()
     if inspect.isawaitable(result):
         result = asyncio.run(_await(result))

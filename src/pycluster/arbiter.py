@@ -80,6 +80,9 @@ class Arbiter:
         self.exit_code: int | None = None
         self.done: asyncio.Future | None = None
         self.stderr_tails: dict[int, deque] = {}
+        self.forkserver: Any = None  # --preload
+        self._forkserver_pids: set[int] = set()
+        self._forkserver_task: Any = None
         self.control = None
         self.boot_failure: str | None = None
         self.booting: dict[int, asyncio.Future] = {}  # reload replacements, by worker id
@@ -87,8 +90,9 @@ class Arbiter:
 
     # -- setup ----------------------------------------------------------------
     def configure_engine(self) -> None:
-        if self.cfg.preload:
-            self.logs.master("--preload is not built yet: workers are started fresh (spawn mode)")
+        if self.cfg.preload and (self.cfg.app.endswith(".py") or (os.sep in self.cfg.app and ":" not in self.cfg.app)):
+            raise ValueError(f"--preload needs a module:callable target (it imports the app once);"
+                             f" {self.cfg.app!r} is a script, which can only run as __main__ in each worker")
         cluster.scheduling_policy = POLICY_BY_NAME[self.cfg.policy]
         settings: dict[str, Any] = {"silent": True, "args": [], "exec_argv": []}
         if self.cfg.chdir:
@@ -133,8 +137,14 @@ class Arbiter:
             # PID 1 in a container: orphans are re-parented to us; reap them
             # (our own workers are reaped through their pidfds).
             self.loop.add_signal_handler(signal.SIGCHLD, reap_orphans)
+        if self.cfg.preload:
+            self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
+            if not await self._forkserver_ready(self.forkserver):
+                return await self.done
+            self.loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)  # we are a subreaper now
         self.start_workers()
-        self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
+        if not self.cfg.preload:
+            self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
         if self.cfg.timeout:
             self.loop.call_later(self.cfg.timeout / 4, self._check_heartbeats)
         if self.cfg.max_memory:
@@ -144,8 +154,12 @@ class Arbiter:
         finally:
             for signum in _SIGNALS:
                 self.loop.remove_signal_handler(signum)
-            if os.getpid() == 1:
+            if os.getpid() == 1 or self.cfg.preload:
                 self.loop.remove_signal_handler(signal.SIGCHLD)
+            if self._forkserver_task is not None:
+                self._forkserver_task.cancel()
+            if self.forkserver is not None:
+                self._retire_forkserver(self.forkserver)
             await self.control.close()
             self.logs.close()
 
@@ -159,7 +173,13 @@ class Arbiter:
         cluster then serves after one worker's boot time instead of after
         all of them shared the cores, and an app that fails at import fails
         in one worker, not in every one."""
-        wave = max(1, _cpus() - 1)
+        if self.cfg.preload:
+            if self.forkserver is None:
+                self.forkserver = self.start_forkserver()  # the workers follow once it is ready
+                return
+            wave = self.wanted  # forking is cheap: all at once
+        else:
+            wave = max(1, _cpus() - 1)
         for index in range(1, self.wanted + 1):
             slot = self._slot(index)
             if slot.worker is None and slot.retry is None:
@@ -167,6 +187,92 @@ class Arbiter:
                     slot.deferred = True
                     continue
                 self.spawn(slot)
+
+    # -- --preload: the fork server ------------------------------------------------
+    def start_forkserver(self):
+        from .forkserver import ForkServer
+        from .primary import _credentials
+        settings = self.engine.settings
+        server = ForkServer(self.cfg.app, env={**os.environ, **self.worker_env()}, cwd=settings.get("cwd"),
+                            credentials=_credentials(settings.get("uid"), settings.get("gid")))
+        server.start()
+        return server
+
+    async def _forkserver_ready(self, server) -> bool:
+        """Wait until ``server`` imported the app; then it launches workers."""
+        self._forward_output(server)
+        error = await server.wait_ready(self.cfg.boot_timeout)
+        if error is not None:
+            self._retire_forkserver(server)
+            if self.state == "starting":
+                self.boot_failure = f"{self.name}: the fork server could not load the app: {error}"
+                self.stop(EXIT_BOOT, immediate=True)
+            return False
+        self.logs.master(f"fork server (pid {server.pid}) loaded {self.cfg.app}")
+        self.loop.add_reader(server.pidfd, self._forkserver_exited, server)
+        self.engine.launcher = server.launch
+        return True
+
+    def _forward_output(self, server) -> None:
+        for pipe in (server.proc.stdout, server.proc.stderr):
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            buf = [b""]
+
+            def read(fd: int = fd, pipe=pipe, buf=buf) -> None:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    data = b""
+                if not data:
+                    self.loop.remove_reader(fd)
+                    pipe.close()
+                    return
+                *lines, buf[0] = (buf[0] + data).split(b"\n")
+                for line in lines:
+                    self.logs.master("fork server: " + line.decode("utf-8", "replace"))
+            self.loop.add_reader(fd, read)
+
+    def _forkserver_exited(self, server) -> None:
+        self.loop.remove_reader(server.pidfd)
+        server.reap()
+        if server is not self.forkserver or self.state == "stopping":
+            return
+        self.logs.master(f"the fork server (pid {server.pid}) exited with {server.proc.returncode};"
+                         f" starting a new one")
+        self.engine.launcher = None
+        self._retire_forkserver(server)
+        self.forkserver = self.start_forkserver()
+        self._forkserver_task = self.loop.create_task(self._forkserver_ready(self.forkserver))
+
+    def _reap_orphans(self) -> None:
+        server = self.forkserver
+        reap_orphans(skip=self._forkserver_pids | ({server.pid} if server is not None else set()))
+
+    def _retire_forkserver(self, server) -> None:
+        """Close its socket (it exits at the EOF); reap it when its pidfd says so."""
+        server.stop()
+        if server.pidfd is None or self.loop is None or self.loop.is_closed():
+            return
+        self._forkserver_pids.add(server.pid)  # reaped here, not as an orphan
+        try:
+            self.loop.remove_reader(server.pidfd)
+        except (ValueError, OSError):
+            pass
+        self.loop.add_reader(server.pidfd, self._forkserver_gone, server)
+        self.loop.call_later(5.0, self._forkserver_late, server)
+
+    def _forkserver_gone(self, server) -> None:
+        if server.pidfd is not None:
+            self.loop.remove_reader(server.pidfd)
+        server.reap()
+        self._forkserver_pids.discard(server.pid)
+
+    def _forkserver_late(self, server) -> None:
+        if server.pidfd is not None and server.proc.poll() is None:
+            server.proc.kill()  # the pidfd reader reaps it
 
     def _start_deferred(self) -> None:
         for slot in self.slots.values():
@@ -519,9 +625,9 @@ class Arbiter:
         return {"address": a.address, "port": a.port, "address_type": a.address_type}
 
 
-def reap_orphans() -> int:
-    """Reap zombie children that are not cluster workers; returns how many."""
-    workers = {w.pid for w in cluster.workers.values()}
+def reap_orphans(skip: Any = ()) -> int:
+    """Reap zombie children that are not cluster workers (nor in ``skip``); returns how many."""
+    workers = {w.pid for w in cluster.workers.values()} | set(skip)
     reaped = 0
     for pid in _children():
         if pid in workers or not _is_zombie(pid):

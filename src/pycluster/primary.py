@@ -220,6 +220,8 @@ class Engine:
         # The CLI master runs workers as `python -m pycluster._target ...`
         # instead of re-running the main script (settings exec/args).
         self.worker_command: list[str] | None = None
+        # Starts a worker process: subprocess.Popen, or a --preload fork server's launch().
+        self.launcher: Callable[..., Any] | None = None
 
     # -- the loop -------------------------------------------------------------
     def call_soon(self, fn: Callable, *args: Any) -> None:
@@ -315,8 +317,8 @@ class Engine:
             kwargs["cwd"] = os.fspath(settings["cwd"])
         kwargs.update(_credentials(settings.get("uid"), settings.get("gid")))
         try:
-            popen = subprocess.Popen(argv, env=child_env, pass_fds=pass_fds, close_fds=True,
-                                     stdin=stdin, stdout=stdout, stderr=stderr, **kwargs)
+            popen = (self.launcher or subprocess.Popen)(argv, env=child_env, pass_fds=pass_fds, close_fds=True,
+                                                        stdin=stdin, stdout=stdout, stderr=stderr, **kwargs)
         except PermissionError as exc:
             parent_end.close()
             raise PermissionError(exc.errno, f"cannot start worker {worker.id} as uid={settings.get('uid')}"

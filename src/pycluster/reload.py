@@ -46,7 +46,17 @@ async def _roll(arbiter, generation: int, progress: Any) -> dict:
     slots = [arbiter.slots[i] for i in sorted(arbiter.slots)]
     total = len(slots)
     replaced = 0
+    old_server = new_server = None
+    ok = False
     try:
+        if arbiter.cfg.preload:
+            # --preload: the new code is imported once, by a new fork server.
+            new_server = arbiter.start_forkserver()
+            if not await arbiter._forkserver_ready(new_server):
+                failure = f"the new code failed to load: {new_server.error}"
+                arbiter.logs.master(f"reload aborted: {failure}; generation {arbiter.generation} keeps serving")
+                return _result(False, failure, generation, replaced, total, started)
+            old_server, arbiter.forkserver = arbiter.forkserver, new_server
         for slot in slots:
             if arbiter.state != "reloading":
                 return _result(False, "the reload was interrupted (the cluster is stopping)", generation,
@@ -68,10 +78,18 @@ async def _roll(arbiter, generation: int, progress: Any) -> dict:
                                                          "worker": new.id, "pid": new.pid}}))
                 await progress.drain()
         arbiter.generation = generation
+        ok = True
         arbiter.logs.master(f"reload complete: generation {generation}, {replaced} workers replaced"
                             f" in {time.monotonic() - started:.2f}s")
         return _result(True, "reloaded", generation, replaced, total, started)
     finally:
+        if old_server is not None:
+            if ok:
+                arbiter._retire_forkserver(old_server)
+            else:  # the old generation keeps serving: its restarts use its code
+                arbiter.forkserver = old_server
+                arbiter.engine.launcher = old_server.launch
+                arbiter._retire_forkserver(new_server)
         if arbiter.state == "reloading":
             arbiter.state = "running"
         if arbiter.notify is not None:

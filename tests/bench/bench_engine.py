@@ -399,6 +399,7 @@ def precompile() -> None:
     compileall.compile_dir(os.path.join(REPO, "src", "pycluster"), quiet=1)
 
 
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 s runs, one run each (< 3 min)")
     ap.add_argument("--duration", type=int, help="seconds per wrk run (default 5, quick 2)")
