@@ -36,6 +36,19 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
+# What a reload does with each re-read config key.
+LIVE_KEYS = ("env", "graceful_timeout", "boot_timeout", "timeout", "max_memory", "restart_delay",
+             "max_restart_delay", "min_uptime")
+NEXT_GENERATION_KEYS = ("user", "group", "chdir")
+RESTART_KEYS = ("bind", "policy", "preload", "app", "name", "daemon", "pidfile", "log_file", "control")
+
+
+def _uid_gid(cfg: Any) -> tuple[Any, Any]:
+    def norm(v: Any) -> Any:
+        return int(v) if isinstance(v, str) and v.isdigit() else v
+    return norm(cfg.user), norm(cfg.group)
+
+
 class Slot:
     """A place for one worker; survives its restarts."""
 
@@ -71,6 +84,8 @@ class Arbiter:
         self.state = "starting"
         self.generation = 1
         self.wanted = resolve_workers(cfg.workers)
+        self.config_workers = cfg.workers  # a reload re-applies `workers` only when the file changed it
+        self.scale_after_reload: Any = None  # the config's new `workers`, applied once a reload succeeds
         self.slots: dict[int, Slot] = {}
         self.by_worker: dict[int, Slot] = {}
         self.started_at = time.time()
@@ -97,10 +112,11 @@ class Arbiter:
         settings: dict[str, Any] = {"silent": True, "args": [], "exec_argv": []}
         if self.cfg.chdir:
             settings["cwd"] = self.cfg.chdir
-        if self.cfg.user:
-            settings["uid"] = int(self.cfg.user) if self.cfg.user.isdigit() else self.cfg.user
-        if self.cfg.group:
-            settings["gid"] = int(self.cfg.group) if self.cfg.group.isdigit() else self.cfg.group
+        uid, gid = _uid_gid(self.cfg)
+        if uid:
+            settings["uid"] = uid
+        if gid:
+            settings["gid"] = gid
         cluster.setup_primary(**settings)
         self.engine.worker_command = ["-m", "pycluster._target", self.cfg.app]
         cluster.on("online", self._on_online)
@@ -341,6 +357,8 @@ class Arbiter:
         """--max-memory: replace a worker over the limit, new one ready first."""
         if self.state == "stopping":
             return
+        if not self.cfg.max_memory:
+            return  # switched off by a reload
         from .stats import sample
         for slot in list(self.slots.values()):
             worker = slot.worker
@@ -447,17 +465,42 @@ class Arbiter:
         self.by_worker[worker.id] = slot
         self.logs.master(f"worker {worker.id} (pid {worker.pid}) ready (generation {generation})")
 
-    def reread_config(self) -> None:
-        """Reload re-reads the config file first; a bad one aborts before any worker is touched."""
+    def reread_config(self) -> list[str]:
+        """Reload re-reads the config file first; a bad one aborts before any
+        worker is touched. Timeouts, limits and ``env`` apply at once;
+        ``user``, ``group`` and ``chdir`` to the new generation; a changed
+        ``workers`` scales the cluster once the reload is complete; what only
+        a new master can change (``bind``, ``policy``, ...) is reported and
+        kept. Returns those notes."""
         from . import config
         from .control.protocol import RequestError
+        from .errors import SettingsError
+        from .primary import _credentials
         try:
             fresh = config.load(self.cfg_flags, config_path=self.cfg_path)
-        except config.ConfigError as exc:
+            for key in ("user", "group"):
+                if fresh.values[key] != self.cfg.values[key]:
+                    _credentials(*_uid_gid(fresh))  # an unknown user fails here, not at fork
+                    break
+        except (config.ConfigError, SettingsError) as exc:
             raise RequestError("bad_config", f"reload aborted, config unchanged: {exc}") from None
-        for key in ("env", "graceful_timeout", "boot_timeout", "timeout", "max_memory",
-                    "restart_delay", "max_restart_delay", "min_uptime"):
+        old = dict(self.cfg.values)
+        for key in LIVE_KEYS + NEXT_GENERATION_KEYS:
             self.cfg.values[key] = fresh.values[key]
+        if any(old[k] != fresh.values[k] for k in NEXT_GENERATION_KEYS):
+            uid, gid = _uid_gid(fresh)
+            cluster.setup_primary(uid=uid, gid=gid, cwd=fresh.chdir or None)
+        if self.cfg.timeout and not old["timeout"]:
+            self.loop.call_later(self.cfg.timeout / 4, self._check_heartbeats)
+        if self.cfg.max_memory and not old["max_memory"]:
+            self.loop.call_later(1.0, self._check_memory)
+        if fresh.values["workers"] != self.config_workers:
+            self.scale_after_reload = fresh.values["workers"]
+        notes = [f"{key} changed in the config: it takes effect when the master restarts"
+                 for key in RESTART_KEYS if fresh.values[key] != old[key]]
+        for note in notes:
+            self.logs.master(f"reload: {note}")
+        return notes
 
     def _on_exit(self, worker: PrimaryWorker, code: int | None, sig: str | None) -> None:
         pending = self.booting.get(worker.id)

@@ -18,6 +18,7 @@ from typing import Any
 import pycluster as cluster
 
 from .control import protocol
+from .config import resolve_workers
 from .control.protocol import RequestError
 
 
@@ -26,7 +27,7 @@ async def rolling_reload(arbiter, *, wait: bool, writer: Any) -> Any:
         raise RequestError("busy", "a reload is already running; wait for it to finish")
     if arbiter.state != "running":
         raise RequestError("not_running", f"cannot reload while the cluster is {arbiter.state}")
-    arbiter.reread_config()  # raises RequestError("bad_config") before any worker is touched
+    notes = arbiter.reread_config()  # raises RequestError("bad_config") before any worker is touched
     arbiter.state = "reloading"
     generation = arbiter.generation + 1
     if arbiter.notify is not None:
@@ -34,8 +35,9 @@ async def rolling_reload(arbiter, *, wait: bool, writer: Any) -> Any:
     task = asyncio.ensure_future(_roll(arbiter, generation, writer if wait else None))
     if not wait:
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
-        return {"generation": generation, "started": True}
+        return {"generation": generation, "started": True, "notes": notes}
     result = await task
+    result["notes"] = notes
     if not result["ok"]:
         raise RequestError("reload_failed", result["message"])
     return result
@@ -79,10 +81,17 @@ async def _roll(arbiter, generation: int, progress: Any) -> dict:
                 await progress.drain()
         arbiter.generation = generation
         ok = True
+        if arbiter.scale_after_reload is not None:
+            was = len(arbiter.slots)
+            arbiter.config_workers = arbiter.scale_after_reload
+            arbiter.scale(resolve_workers(arbiter.scale_after_reload))
+            if arbiter.wanted != was:
+                arbiter.logs.master(f"reload: workers {was} -> {arbiter.wanted} (the config changed)")
         arbiter.logs.master(f"reload complete: generation {generation}, {replaced} workers replaced"
                             f" in {time.monotonic() - started:.2f}s")
         return _result(True, "reloaded", generation, replaced, total, started)
     finally:
+        arbiter.scale_after_reload = None
         if old_server is not None:
             if ok:
                 arbiter._retire_forkserver(old_server)

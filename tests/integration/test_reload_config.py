@@ -1,0 +1,125 @@
+"""A reload re-reads the config file first (SPEC section 4, issue 4).
+
+A config that no longer parses aborts the reload before any worker is touched
+(same pids, same generation, an error naming the key); ``env`` reaches the new
+generation; a changed ``workers`` scales the cluster once the reload is
+complete, while a count set by ``pycluster scale`` survives a reload whose
+file did not change it; what only a new master can change (``bind``) is
+reported in the reply and the log, and kept.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from cli_support import http_get, pyc, wait_until  # noqa: F401  (pyc: fixture)
+
+pytestmark = pytest.mark.timeout(60)
+
+APP = """
+    import asyncio
+    import json
+    import os
+
+    import pycluster as cluster
+
+    async def handle(reader, writer):
+        while (await reader.readline()) not in (b"\\r\\n", b"\\n", b""):
+            pass
+        body = json.dumps({"pid": os.getpid(), "color": os.environ.get("COLOR")}).encode()
+        writer.write(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: "
+                     + str(len(body)).encode() + b"\\r\\n\\r\\n" + body)
+        await writer.drain()
+        writer.close()
+
+    async def serve():
+        servers = [await asyncio.start_server(handle, sock=s) for s in cluster.listeners()]
+        await asyncio.Event().wait()
+
+    def main():
+        asyncio.run(serve())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def config(port: int, workers: int, color: str, extra: str = "") -> str:
+    return (f'app = "colorapp:main"\nworkers = {workers}\nbind = ["127.0.0.1:{port}"]\n'
+            f'graceful_timeout = 2\nenv = {{ COLOR = "{color}" }}\n{extra}')
+
+
+def reload_and_wait(path) -> dict:
+    """The final reply of a {"cmd": "reload", "wait": true} (after the progress lines)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        sock.sendall(b'{"cmd": "reload", "wait": true}\n')
+        for line in sock.makefile("rb"):
+            reply = json.loads(line)
+            if not (reply.get("result") or {}).get("progress"):
+                return reply
+    raise AssertionError("the master closed the connection before the reload's result")
+
+
+def serving(status: dict) -> set[int]:
+    return {w["pid"] for w in status["workers"] if w["state"] == "listening"}
+
+
+def colors(port: int, n: int = 6) -> set[str]:
+    return {json.loads(http_get(port)[2])["color"] for _ in range(n)}
+
+
+def test_reload_applies_the_config_file_or_aborts_before_touching_a_worker(pyc):
+    port = free_port()
+    pyc.write("colorapp.py", APP)
+    pyc.write("pycluster.toml", config(port, 2, "blue"))
+    master = pyc.start()
+    assert master.wait_ready() == 2
+    assert colors(port) == {"blue"}
+    before = serving(master.status())
+
+    # A bad file: the reload is refused, nothing is touched.
+    pyc.write("pycluster.toml", config(port, 2, "green") + "graceful_timeut = 3\n")
+    bad = pyc.cli("reload", "-n", "app")
+    assert bad.returncode == 1
+    assert "graceful_timeut" in bad.stderr and "graceful_timeout" in bad.stderr, bad.stderr
+    status = master.status()
+    assert serving(status) == before and status["generation"] == 1
+
+    # env reaches the new generation; workers 2 -> 3 once the reload is done.
+    pyc.write("pycluster.toml", config(port, 3, "green"))
+    ok = pyc.cli("reload", "-n", "app", timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    status = master.wait_status(lambda s: len(serving(s)) == 3, 15, "3 workers after the reload")
+    assert not serving(status) & before
+    assert status["workers_wanted"] == 3
+    assert colors(port) == {"green"}
+    master.wait_line(r"reload: workers 2 -> 3 \(the config changed\)")
+
+
+def test_manual_scale_survives_a_reload_and_bind_changes_wait_for_a_restart(pyc):
+    port, other = free_port(), free_port()
+    pyc.write("colorapp.py", APP)
+    pyc.write("pycluster.toml", config(port, 2, "blue"))
+    master = pyc.start()
+    master.wait_ready()
+    assert pyc.cli("scale", "-n", "app", "3").returncode == 0
+    master.wait_status(lambda s: len(serving(s)) == 3, 15, "3 workers")
+
+    pyc.write("pycluster.toml", config(other, 2, "blue"))  # workers unchanged in the file; bind changed
+    reply = reload_and_wait(master.control)
+    assert reply["ok"] is True, reply
+    assert any("bind changed" in note for note in reply["result"]["notes"]), reply
+    master.wait_line(r"reload: bind changed in the config: it takes effect when the master restarts")
+    status = master.wait_status(lambda s: len(serving(s)) == 3, 15, "still 3 workers")
+    assert status["generation"] == 2 and status["workers_wanted"] == 3
+    assert http_get(port)[0] == 200
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", other), timeout=1).close()
