@@ -97,9 +97,10 @@ class FrameDecoder:
         try:
             self._feed(data, frames)
         except ProtocolError as exc:
+            self.pending_error = exc  # unusable from now on: the stream lost its framing
+            self._buf = bytearray()
             if not frames:
                 raise
-            self.pending_error = exc
         return frames
 
     def _feed(self, data: bytes, frames: list) -> None:

@@ -37,8 +37,8 @@ def _positive_float(name: str, allow_zero: bool = True) -> Callable[[Any], float
 def _workers(value: Any) -> int | str:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
-    if isinstance(value, bool):
-        raise ValueError("expected a number of workers or 'auto'")
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError("expected a whole number of workers (1-4096) or 'auto'")
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -89,11 +89,38 @@ def _string(value: Any) -> str:
     return value
 
 
-def _user_or_group(value: Any) -> str:
+def _id_or_name(value: Any) -> str:
     """A name or a numeric id (TOML may give an integer)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return str(value)
-    return _string(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        text = _string(value).strip()
+    if text.lstrip("-").isdigit():
+        if not 0 <= int(text) < 2**32 - 1:
+            raise ValueError("expected a name or an id from 0 to 4294967294")
+    return text
+
+
+def _user(value: Any) -> str:
+    text = _id_or_name(value)
+    if not text.isdigit():
+        import pwd
+        try:
+            pwd.getpwnam(text)
+        except KeyError:
+            raise ValueError("no such user on this system") from None
+    return text
+
+
+def _group(value: Any) -> str:
+    text = _id_or_name(value)
+    if not text.isdigit():
+        import grp
+        try:
+            grp.getgrnam(text)
+        except KeyError:
+            raise ValueError("no such group on this system") from None
+    return text
 
 
 def _path(value: Any) -> str:
@@ -131,7 +158,7 @@ def _env_table(value: Any) -> dict[str, str]:
         for item in value:
             key, sep, val = str(item).partition("=")
             if not sep or not key:
-                raise ValueError(f"expected KEY=VALUE, not {item!r}")
+                raise ValueError(f"expected KEY=VALUE, not {_redact(item)!r}")
             table[key] = val
         return table
     if not isinstance(value, dict):
@@ -197,8 +224,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Cap of the exponential restart back-off.", metavar="S"),
     Setting("min_uptime", ("--min-uptime",), _positive_float("min_uptime"), 1.0,
             "A worker that ran less than this long crashed fast (backs off).", metavar="S"),
-    Setting("user", ("--user",), _user_or_group, None, "Run workers as this user (name or uid).", metavar="U"),
-    Setting("group", ("--group",), _user_or_group, None, "Run workers with this group (name or gid).",
+    Setting("user", ("--user",), _user, None, "Run workers as this user (name or uid).", metavar="U"),
+    Setting("group", ("--group",), _group, None, "Run workers with this group (name or gid).",
             metavar="G"),
     Setting("daemon", ("--daemon", "-d"), _bool, False,
             "Detach; return once the master is ready (0) or failed (its exit code).", is_flag=True),
@@ -268,7 +295,14 @@ def _check(source: str, setting: Setting, value: Any) -> Any:
     try:
         return setting.validate(value)
     except ValueError as exc:
-        raise ConfigError(f"{source}: bad value for {setting.name!r}: {value!r}: {exc}") from None
+        shown = "" if setting.name == "env" else f" {value!r}:"  # env values may be secrets
+        raise ConfigError(f"{source}: bad value for {setting.name!r}:{shown} {exc}") from None
+
+
+def _redact(item: Any) -> str:
+    """An env entry for an error message: its name, never its value."""
+    key, sep, _value = str(item).partition("=")
+    return f"{key}=..." if sep else (key[:40] + ("..." if len(key) > 40 else ""))
 
 
 def load(flags: dict[str, Any], *, config_path: str | None = None, environ: dict[str, str] | None = None,

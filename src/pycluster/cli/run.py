@@ -33,7 +33,9 @@ def run_master(target: str | None, config_file: str | None, flags: dict[str, Any
         try:
             os.chdir(cfg.chdir)
         except OSError as exc:
-            _err(f"--chdir {cfg.chdir}: {exc.strerror}")
+            source = cfg.sources.get("chdir", "--chdir")
+            where = source if source.startswith(("-", "PYCLUSTER_")) else f"{source}: 'chdir'"
+            _err(f"{where} {cfg.chdir}: {exc.strerror}")
             return EXIT_USAGE
     if cfg.daemon:
         from ..daemon import daemonize

@@ -19,6 +19,7 @@ from . import protocol
 from .claim import ControlSocketInUse, claim, probe  # noqa: F401 (re-exported)
 
 MAX_CLIENTS = 32
+WRITE_TIMEOUT = 10.0  # seconds a reply may wait for the client to read it
 READ_TIMEOUT = 10.0
 _CRED = struct.Struct("3i")
 
@@ -56,7 +57,10 @@ class ControlServer:
                 writer.write(protocol.error("busy", f"too many control clients (max {MAX_CLIENTS})"))
                 return
             self.clients.add(task)
-            if not self._allowed(sock):
+            peer = self._peer(sock)
+            if peer is None or peer[1] not in (self._uid, 0):
+                who = f"pid {peer[0]}, uid {peer[1]}" if peer else "unknown peer"
+                self.arbiter.logs.master(f"control socket: refused a client ({who}): not the master's user or root")
                 writer.write(protocol.error("forbidden", "permission denied: not the master's user or root"))
                 return
             await self._serve(reader, writer)
@@ -70,12 +74,14 @@ class ControlServer:
                 pass
             writer.close()
 
-    def _allowed(self, sock: socket.socket) -> bool:
+    @staticmethod
+    def _peer(sock: socket.socket) -> tuple[int, int] | None:
+        """(pid, uid) of the client, from SO_PEERCRED."""
         try:
-            _pid, uid, _gid = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+            pid, uid, _gid = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
         except OSError:
-            return False
-        return uid in (self._uid, 0)
+            return None
+        return pid, uid
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -99,6 +105,9 @@ class ControlServer:
                 writer.write(protocol.error(exc.code, exc.message))
                 return
             keep_open = await commands.serve_request(self.arbiter, request, writer)
-            await writer.drain()
+            try:
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            except asyncio.TimeoutError:
+                return  # a client that does not read its replies loses its connection
             if not keep_open:
                 return
