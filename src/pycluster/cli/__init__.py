@@ -173,6 +173,8 @@ def reload_cmd(name, control, wait) -> None:
     if not wait:
         result = _call(path, {"cmd": "reload", "wait": False})
         click.echo(f"reload to generation {result['generation']} started")
+        for note in result.get("notes") or ():
+            click.echo(f"note: {note}")
         return
     from .reload_view import follow_reload
     sys.exit(follow_reload(path))
