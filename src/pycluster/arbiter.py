@@ -85,6 +85,7 @@ class Arbiter:
         self.generation = 1
         self.wanted = resolve_workers(cfg.workers)
         self.config_workers = cfg.workers  # a reload re-applies `workers` only when the file changed it
+        self.reload_generation: int | None = None  # while a reload runs: what new workers run
         self.scale_after_reload: Any = None  # the config's new `workers`, applied once a reload succeeds
         self.slots: dict[int, Slot] = {}
         self.by_worker: dict[int, Slot] = {}
@@ -109,7 +110,9 @@ class Arbiter:
             raise ValueError(f"--preload needs a module:callable target (it imports the app once);"
                              f" {self.cfg.app!r} is a script, which can only run as __main__ in each worker")
         cluster.scheduling_policy = POLICY_BY_NAME[self.cfg.policy]
-        settings: dict[str, Any] = {"silent": True, "args": [], "exec_argv": []}
+        # stdin from /dev/null; stdout and stderr are read line by line (logs.py).
+        settings: dict[str, Any] = {"silent": True, "stdio": ["ignore", "pipe", "pipe"], "args": [],
+                                    "exec_argv": []}
         if self.cfg.chdir:
             settings["cwd"] = self.cfg.chdir
         uid, gid = _uid_gid(self.cfg)
@@ -317,7 +320,7 @@ class Arbiter:
         slot.worker = worker
         slot.ready = False
         slot.started = time.monotonic()
-        slot.generation = self.generation
+        slot.generation = self.reload_generation or self.generation
         self.by_worker[worker.id] = slot
         self.stderr_tails[worker.id] = deque(maxlen=STDERR_TAIL)
         if self.loop is not None:

@@ -29,7 +29,12 @@ class _Sink(threading.Thread):
 
     def __init__(self, log_file: str | None):
         super().__init__(name="pycluster-log-writer", daemon=True)
-        self.q: queue.Queue = queue.Queue(SINK_QUEUE)
+        # Unbounded queue, bounded by us: workers' lines beyond SINK_QUEUE
+        # waiting are dropped (and counted); the master's own lines (a few per
+        # event) get room of their own, so "ready" and "scale" lines survive a flood.
+        self.q: queue.Queue = queue.Queue()
+        self.waiting = {False: 0, True: 0}  # lines queued, by "is the master's own"
+        self.lock = threading.Lock()
         self.log_file = log_file
         self.fh = None
         self.dropped = 0
@@ -39,11 +44,13 @@ class _Sink(threading.Thread):
         if self.log_file:
             self.fh = open(self.log_file, "a", buffering=1, encoding="utf-8", errors="replace")
 
-    def put(self, line: str) -> None:
-        try:
-            self.q.put_nowait(line)
-        except queue.Full:
-            self.dropped += 1
+    def put(self, line: str, master: bool = False) -> None:
+        with self.lock:
+            if self.waiting[master] >= SINK_QUEUE:
+                self.dropped += 1
+                return
+            self.waiting[master] += 1
+        self.q.put_nowait((master, line))
 
     def run(self) -> None:
         out = sys.stdout
@@ -57,6 +64,9 @@ class _Sink(threading.Thread):
                     self.fh.close()
                 self._open()
                 continue
+            master, item = item
+            with self.lock:
+                self.waiting[master] -= 1
             if self.dropped:
                 dropped, self.dropped = self.dropped, 0
                 item = f"[pycluster] {dropped} log lines dropped (output too slow)\n" + item
@@ -101,7 +111,7 @@ class LogBook:
         entry = {"t": round(time.time(), 3), "worker": worker_id, "stream": stream, "line": text}
         self.ring.append(entry)
         prefix = f"[worker {worker_id}] " if worker_id is not None else "[pycluster] "
-        self.sink.put(prefix + text + "\n")
+        self.sink.put(prefix + text + "\n", master=worker_id is None)
         for follower in list(self.followers):
             follower(entry)
 

@@ -425,6 +425,12 @@ class Engine:
         if worker._popen is not None:
             # We reaped it: keep subprocess from ever waiting on that pid.
             worker._popen.returncode = code if code is not None else -signal_number(sig or 15)
+            stdin = worker._popen.stdin  # our end of its stdin pipe: nobody reads it any more
+            if stdin is not None:
+                try:
+                    stdin.close()
+                except OSError:
+                    pass
         # The worker's last words are in the socket: deliver them, then EOF.
         if worker._channel is not None and not worker._channel.closed:
             worker._channel.drain()

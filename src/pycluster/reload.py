@@ -44,9 +44,12 @@ async def rolling_reload(arbiter, *, wait: bool, writer: Any) -> Any:
 
 
 async def _roll(arbiter, generation: int, progress: Any) -> dict:
+    """Replace every slot of an older generation, one at a time. The set of
+    slots is looked at afresh for each: a scale during the reload adds slots
+    that start on the new code (and need no replacement) or removes slots
+    (not replaced any more)."""
     started = time.monotonic()
-    slots = [arbiter.slots[i] for i in sorted(arbiter.slots)]
-    total = len(slots)
+    total = len(arbiter.slots)
     replaced = 0
     old_server = new_server = None
     ok = False
@@ -59,14 +62,24 @@ async def _roll(arbiter, generation: int, progress: Any) -> dict:
                 arbiter.logs.master(f"reload aborted: {failure}; generation {arbiter.generation} keeps serving")
                 return _result(False, failure, generation, replaced, total, started)
             old_server, arbiter.forkserver = arbiter.forkserver, new_server
-        for slot in slots:
+        arbiter.reload_generation = generation  # workers started from now on run the new code
+        while True:
             if arbiter.state != "reloading":
                 return _result(False, "the reload was interrupted (the cluster is stopping)", generation,
                                replaced, total, started)
+            pending = [arbiter.slots[i] for i in sorted(arbiter.slots) if arbiter.slots[i].generation < generation]
+            total = replaced + len(pending)
+            if not pending:
+                break
+            slot = pending[0]
             new, failure = await _boot_replacement(arbiter, generation)
             if failure is not None:
                 arbiter.logs.master(f"reload aborted: {failure}; generation {arbiter.generation} keeps serving")
                 return _result(False, failure, generation, replaced, total, started)
+            if arbiter.slots.get(slot.index) is not slot or slot.generation >= generation:
+                # Scaled away, or restarted on the new code, while the replacement booted.
+                arbiter.retire_worker(new)
+                continue
             old = slot.worker
             if slot.retry is not None:
                 slot.retry.cancel()
@@ -92,6 +105,7 @@ async def _roll(arbiter, generation: int, progress: Any) -> dict:
         return _result(True, "reloaded", generation, replaced, total, started)
     finally:
         arbiter.scale_after_reload = None
+        arbiter.reload_generation = None
         if old_server is not None:
             if ok:
                 arbiter._retire_forkserver(old_server)

@@ -115,6 +115,8 @@ class RoundRobinHandle:
         self._poller.register(sock.fileno(), select.POLLIN)
         self.closed = False
         self.accepted = 0
+        self._warned_at = -1e9
+        _restore_spare()
 
     # -- the handle interface ---------------------------------------------
     def add(self, worker) -> tuple[dict, list[int]]:
@@ -201,8 +203,11 @@ class RoundRobinHandle:
                 if exc.errno in _RESOURCE_ERRNOS:
                     # Out of fds or memory: stop accepting for a moment so the
                     # loop (and the control socket) keep working, then retry.
-                    warn(f"pycluster: accept() on {self.address} failed: {exc.strerror};"
-                         " pausing accepts for 100 ms")
+                    now = time.monotonic()
+                    if now - self._warned_at >= 10.0:  # once per 10 s while it lasts
+                        self._warned_at = now
+                        warn(f"pycluster: accept() on {self.address} failed: {exc.strerror};"
+                             " pausing accepts for 100 ms")
                     self._stop_reading()
                     self.loop.call_later(0.1, self._start_reading)
                     return
@@ -313,15 +318,17 @@ class RoundRobinHandle:
                 lane.since = now
                 lane.stalled = False
             elif now - lane.since >= self.handoff_timeout:
-                back = self._reclaim(lane)
-                lane.handed -= len(back)
+                lane.stalled = True  # skipped until it takes what is waiting
+                count, back = self._reclaim(lane)
+                lane.handed -= count
                 lane.taken_seen = lane.handed
                 lane.since = now
-                if back:
-                    lane.stalled = True
-                    warn(f"pycluster: worker {lane.worker_id} did not take {len(back)} connection(s) on"
+                if count:
+                    warn(f"pycluster: worker {lane.worker_id} did not take {count} connection(s) on"
                          f" {self.address} in {self.handoff_timeout:.1f} s; handing them to another worker")
                     self._queue.extendleft(reversed(back))
+                else:
+                    lane.stalled = False
             if waiting:
                 busy = True
         if self._queue:
@@ -329,24 +336,35 @@ class RoundRobinHandle:
         if busy and not self.closed:
             self._arm_watchdog()
 
-    def _reclaim(self, lane: _Lane) -> list[int]:
-        """Take back every connection still queued in the lane (race-free:
-        the kernel gives each queued message to exactly one reader)."""
-        fds: list[int] = []
-        while True:
+    def _reclaim(self, lane: _Lane, *, hand_on: bool = True) -> tuple[int, list[int]]:
+        """Take back the connections still queued in the lane (race-free: the
+        kernel gives each queued message to exactly one reader). Each is handed
+        to another worker at once when it can be (``hand_on``); returns how many
+        came back and those still to place. Out of descriptors, the master
+        gives up its spare one for each and stops when it cannot get it back:
+        the rest stay in the lane for the next try, never lost to MSG_CTRUNC."""
+        count = 0
+        left: list[int] = []
+        while _restore_spare():  # one descriptor is free for certain: the spare's
+            _release_spare()
             try:
-                data, anc, _flags, _ = lane.b.recvmsg(1, _CMSG,
-                                                       socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
-            except (BlockingIOError, InterruptedError):
+                data, anc, flags, _ = lane.b.recvmsg(1, _CMSG, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            except OSError:  # nothing queued (EAGAIN), or the lane is gone
+                _restore_spare()
                 break
-            except OSError:
-                break
+            if flags & socket.MSG_CTRUNC:
+                warn(f"pycluster: a connection on {self.address} was lost while taking it back"
+                     " (out of file descriptors)")
             for level, ctype, cdata in anc:
                 if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
-                    fds.extend(_FD.unpack_from(cdata, i)[0] for i in range(0, len(cdata) - 3, 4))
+                    for i in range(0, len(cdata) - 3, 4):
+                        fd = _FD.unpack_from(cdata, i)[0]
+                        count += 1
+                        if not (hand_on and not self._queue and self._handoff(fd)):
+                            left.append(fd)
             if not data:
                 break
-        return fds
+        return count, left
 
     def _retire(self, lane: _Lane, requeue: bool = True) -> None:
         if lane.active:
@@ -363,9 +381,11 @@ class RoundRobinHandle:
                     self._cursor %= len(self._rotation)
                 else:
                     self._cursor = 0
-        taken = self._reclaim(lane)
-        lane.a.close()
-        lane.b.close()
+        lane.a.close()  # the worker gets EOF; what it never took is still readable on b
+        self._finish_retire(lane, requeue)
+
+    def _finish_retire(self, lane: _Lane, requeue: bool = True) -> None:
+        _count, taken = self._reclaim(lane, hand_on=requeue)
         if requeue:
             self._queue.extendleft(reversed(taken))
             if not self._rotation:
@@ -374,6 +394,29 @@ class RoundRobinHandle:
         else:
             for fd in taken:
                 _close(fd)
+        if requeue and not self.closed and lane.waiting():
+            # Out of descriptors: take the rest back in a moment.
+            self.loop.call_later(0.1, self._finish_retire, lane)
+            return
+        lane.b.close()
+
+
+_spare = [-1]  # a descriptor kept open so the master can always take one connection back
+
+
+def _release_spare() -> None:
+    if _spare[0] >= 0:
+        os.close(_spare[0])
+        _spare[0] = -1
+
+
+def _restore_spare() -> bool:
+    if _spare[0] < 0:
+        try:
+            _spare[0] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+    return True
 
 
 def _close(fd: int) -> None:
