@@ -54,6 +54,7 @@ _FD_PACK = _FD.pack
 _CMSG = socket.CMSG_SPACE(_FD.size)
 _ACCEPT_BATCH = 64
 _MAX_QUEUE = 512
+_PAIRS = os.environ.get("PYCLUSTER_RR_PAIRS", "1") != "0"
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -111,6 +112,8 @@ class RoundRobinHandle:
         self._watchdog = None
         self._retry = None
         self._blind = 0  # hand-offs left to make without asking the lanes
+        self._batch = False  # inside an accept batch: hand-offs may go in pairs
+        self._stick: _Lane | None = None  # where the second connection of a pair goes
         self._poller = select.poll()
         self._poller.register(sock.fileno(), select.POLLIN)
         self.closed = False
@@ -182,6 +185,14 @@ class RoundRobinHandle:
             self._reading = False
 
     def _on_readable(self) -> None:
+        self._batch = _PAIRS
+        try:
+            self._accept_batch()
+        finally:
+            self._batch = False
+            self._stick = None  # a pair never waits for the next wake-up
+
+    def _accept_batch(self) -> None:
         accept = self.sock._accept
         queue = self._queue
         handoff = self._handoff
@@ -225,6 +236,20 @@ class RoundRobinHandle:
         self.accepted += count
 
     def _handoff(self, fd: int) -> bool:
+        stick = self._stick
+        if stick is not None:
+            # The second connection of a pair goes where the first went: that
+            # worker is being woken already (one wake-up, one accept loop for two).
+            self._stick = None
+            if stick.active and not stick.stalled:
+                try:
+                    stick.send(_ONE, [(_SOL_SOCKET, _SCM_RIGHTS, _FD_PACK(fd))])
+                except OSError:
+                    pass
+                else:
+                    stick.handed += 1
+                    os.close(fd)
+                    return True
         rotation = self._rotation
         n = len(rotation)
         if not n:
@@ -272,6 +297,8 @@ class RoundRobinHandle:
             self._start_watchdog()
         self._cursor = (start + offset + 1) % n
         os.close(fd)
+        if self._batch:
+            self._stick = lane
         return True
 
     def _drain_queue(self) -> None:
