@@ -380,10 +380,11 @@ def table(res: dict, args) -> str:
                      f"kinds {sorted({x for t in k['trials'] for x in t['failure_kinds']}) or '-'}; "
                      f"probes {sum(t['probes'] for t in k['trials'])}",
                      "", "0 lost after death", "yes" if after == 0 else "**NO**"))
-        rows.append(("5 kill", "replacement serving after SIGKILL (demo, spawn)",
+        rows.append(("5 kill", "replacement serving after SIGKILL (library-mode demo script, probes in flight)",
                      f"{_fmt(k['serving_ms_median'], '%.0f')} ms median", "", "", "",
-                     "per trial " + " ".join(_fmt(t["serving_ms"], "%.0f") for t in k["trials"]) + " ms",
-                     "", "≤ 150", _ok(k["serving_ms_median"], lambda v: v <= 150)))
+                     "per trial " + " ".join(_fmt(t["serving_ms"], "%.0f") for t in k["trials"]) + " ms"
+                     " (the CLI master's figure: bench_master.py, bench_all.py)",
+                     "", "", ""))
     head = ("| section | measurement | result | p99 ms | server CPU µs/req | master CPU µs/req | detail | errors"
             " per run | target | ok |")
     lines = [head, "|---|---|---:|---:|---:|---:|---|---|---|---|"]
