@@ -64,7 +64,7 @@ sys.path.insert(0, HERE)
 
 import psutil  # noqa: E402
 
-from bench_http import (HOST, LIVE, LUA_COUNT, NODE, REPO, WRK, Server, free_port, http_get, jain,  # noqa: E402
+from bench_http import (precompile, HOST, LIVE, LUA_COUNT, NODE, REPO, WRK, Server, free_port, http_get, jain,  # noqa: E402
                         med, pycluster_env, run_wrk, stop_all)
 
 APPS = os.path.join(HERE, "apps")
@@ -624,12 +624,6 @@ def footer(b: Bench, v: dict, elapsed: float, load0, load1) -> list[str]:
         f"Server logs: {b.logdir}",
     ]
     return out
-
-
-def precompile() -> None:
-    """Byte-compile pycluster, as an installed wheel is (see bench_engine.py)."""
-    import compileall
-    compileall.compile_dir(os.path.join(REPO, "src", "pycluster"), quiet=1)
 
 
 def main() -> int:

@@ -47,7 +47,7 @@ import time
 
 import psutil
 
-from bench_http import (HERE, HOST, LUA_COUNT, NODE, REPO, WRK, Server, free_port, http_get, jain, med,
+from bench_http import (precompile, HERE, HOST, LUA_COUNT, NODE, REPO, WRK, Server, free_port, http_get, jain, med,
                         pycluster_env, run_wrk, stop_all)
 
 PYC_READY = r"\(pid (\d+)\) listening"
@@ -390,14 +390,6 @@ def table(res: dict, args) -> str:
     lines = [head, "|---|---|---:|---:|---:|---:|---|---|---|---|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def precompile() -> None:
-    """Byte-compile pycluster first, as an installed wheel is: with
-    PYTHONDONTWRITEBYTECODE set (or a read-only checkout), every process would
-    otherwise compile the package again and the figures would measure that."""
-    import compileall
-    compileall.compile_dir(os.path.join(REPO, "src", "pycluster"), quiet=1)
 
 
 def main() -> int:

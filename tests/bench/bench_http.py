@@ -60,6 +60,35 @@ def http_get(port: int, timeout: float = 2.0) -> tuple[int, int | None]:
     return int(lines[0].split()[1]), xpid
 
 
+def precompile() -> None:
+    """Byte-compile pycluster first, as an installed wheel is: with
+    PYTHONDONTWRITEBYTECODE set (or a read-only checkout), every process would
+    otherwise compile the package again and the figures would measure that."""
+    import compileall
+    compileall.compile_dir(os.path.join(REPO, "src", "pycluster"), quiet=1)
+
+
+def cli_env(runtime: str) -> dict[str, str]:
+    """The environment of a `pycluster` CLI process using this checkout and a private runtime dir."""
+    env = pycluster_env()
+    env["PYCLUSTER_RUNTIME_DIR"] = runtime
+    return env
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM the process group of ``proc`` (its own session), wait, then SIGKILL what is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
+
+
 def pycluster_env(policy: str | None = None) -> dict[str, str]:
     """The environment of a fresh pycluster primary running this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYCLUSTER_")}

@@ -25,6 +25,9 @@ import time
 
 import psutil
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_http import precompile, stop_group  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 MODES = ("spawn", "preload")
@@ -74,19 +77,6 @@ def start(port: int, name: str, runtime: str, workers: int = 4, *, preload: bool
                             env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(5)
-
-
 def status(runtime: str, name: str) -> dict:
     from pycluster.control.client import request
     return request(os.path.join(runtime, f"{name}.sock"), {"cmd": "status"}, timeout=5)["result"]
@@ -119,7 +109,7 @@ def launch_to_200(runtime: str, preload: bool) -> float:
             time.sleep(0.002)
         return float("nan")
     finally:
-        stop(proc)
+        stop_group(proc, 10)
 
 
 def kill9_trials(runtime: str, trials: int, preload: bool) -> list:
@@ -142,7 +132,7 @@ def kill9_trials(runtime: str, trials: int, preload: bool) -> list:
                     break
             out.append(served)
     finally:
-        stop(proc)
+        stop_group(proc, 10)
     return out
 
 
@@ -163,7 +153,7 @@ def memory(runtime: str, preload: bool, app: str, workers: int) -> dict:
             pss += info.pss
         return {"uss": uss, "pss": pss, "master_rss": psutil.Process(proc.pid).memory_info().rss}
     finally:
-        stop(proc)
+        stop_group(proc, 10)
 
 
 def steady(runtime: str, idle: float) -> dict:
@@ -190,15 +180,7 @@ def steady(runtime: str, idle: float) -> dict:
             times.append((time.monotonic() - t0) * 1000)
         return {"rss": rss, "idle_cpu": 100 * (c1 - c0) / idle, "status_ms": statistics.median(times)}
     finally:
-        stop(proc)
-
-
-def precompile() -> None:
-    """Byte-compile pycluster first, as an installed wheel is: with
-    PYTHONDONTWRITEBYTECODE set (or a read-only checkout), every process would
-    otherwise compile the package again and the figures would measure that."""
-    import compileall
-    compileall.compile_dir(os.path.join(ROOT, "src", "pycluster"), quiet=1)
+        stop_group(proc, 10)
 
 
 def main() -> int:

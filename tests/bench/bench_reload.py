@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,21 +35,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from bench_http import HOST, REPO, WRK, free_port, run_wrk  # noqa: E402
-
-
-def env(runtime: str) -> dict:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("PYCLUSTER_")}
-    e["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(REPO, "src"), e.get("PYTHONPATH", "")) if p)
-    e["PYCLUSTER_RUNTIME_DIR"] = runtime
-    return e
+from bench_http import HOST, WRK, cli_env, free_port, precompile, run_wrk, stop_group  # noqa: E402
 
 
 def one_run(policy: str, workers: int, duration: int, close: bool = False) -> dict:
     runtime = tempfile.mkdtemp(prefix="pyc-reload-")
     port = free_port()
     name = f"r{port}"
-    e = env(runtime)
+    e = cli_env(runtime)
     log = open(os.path.join(runtime, "master.log"), "w+")
     proc = subprocess.Popen([sys.executable, "-m", "pycluster.cli", "run", "pycluster.examples.hello:main",
                              "-w", str(workers), "-b", f"{HOST}:{port}", "--policy", policy, "-n", name],
@@ -76,16 +68,7 @@ def one_run(policy: str, workers: int, duration: int, close: bool = False) -> di
                 "read": r["err_read"], "write": r["err_write"], "timeout": r["err_timeout"],
                 "non2xx": r["non2xx"], "errors": r["errors"], "reload": r["mid"]}
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
+        stop_group(proc)
         log.close()
         shutil.rmtree(runtime, ignore_errors=True)
 
@@ -124,8 +107,7 @@ def main() -> int:
     if WRK is None:
         print("wrk is not installed (apt-get install wrk): nothing to measure")
         return 1
-    import compileall
-    compileall.compile_dir(os.path.join(REPO, "src", "pycluster"), quiet=1)
+    precompile()
     if args.inner:
         rows = [one_run(args.inner, args.workers, args.duration, args.close) for _ in range(args.runs)]
         with open(args.json_out, "w") as fh:

@@ -24,7 +24,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,14 +35,7 @@ import psutil
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from bench_http import HOST, REPO, WRK, free_port, run_wrk  # noqa: E402
-
-
-def env(runtime: str) -> dict:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("PYCLUSTER_")}
-    e["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(REPO, "src"), e.get("PYTHONPATH", "")) if p)
-    e["PYCLUSTER_RUNTIME_DIR"] = runtime
-    return e
+from bench_http import HOST, WRK, cli_env, free_port, precompile, run_wrk, stop_group  # noqa: E402
 
 
 def request(runtime: str, name: str, obj: dict, timeout: float = 60) -> dict:
@@ -55,7 +47,7 @@ def measure(n: int, duration: int, preload: bool) -> dict:
     runtime = tempfile.mkdtemp(prefix="pyc-scale-")
     port = free_port()
     name = f"s{port}"
-    e = env(runtime)
+    e = cli_env(runtime)
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "pycluster.cli", "run", "pycluster.examples.hello:main",
                              "-w", str(n), "-b", f"{HOST}:{port}", "-n", name, "--boot-timeout", "120",
@@ -101,16 +93,7 @@ def measure(n: int, duration: int, preload: bool) -> dict:
                 "errors": r["errors"], "master_us_per_conn": cpu / r["requests"] * 1e6 if r["requests"] else None,
                 "reload_s": float(m.group(1)) if m else reload_wall, "reload_rc": done.returncode}
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
+        stop_group(proc, 30)
         shutil.rmtree(runtime, ignore_errors=True)
 
 
@@ -123,8 +106,7 @@ def main() -> int:
     if WRK is None:
         print("wrk is not installed (apt-get install wrk)")
         return 1
-    import compileall
-    compileall.compile_dir(os.path.join(REPO, "src", "pycluster"), quiet=1)
+    precompile()
     rows = [measure(int(n), args.duration, not args.spawn) for n in args.workers.split(",")]
     mib = 2 ** 20
     print(f"Scaling ({'spawn' if args.spawn else '--preload'}, rr, demo app, {os.cpu_count()} cores; "
