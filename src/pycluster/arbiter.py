@@ -106,7 +106,10 @@ class Arbiter:
 
     # -- setup ----------------------------------------------------------------
     def configure_engine(self) -> None:
-        if self.cfg.preload and (self.cfg.app.endswith(".py") or (os.sep in self.cfg.app and ":" not in self.cfg.app)):
+        script = self.cfg.app.endswith(".py") or (os.sep in self.cfg.app and ":" not in self.cfg.app)
+        if script and not os.path.isfile(self.cfg.app):
+            raise ValueError(f"no such script: {self.cfg.app!r} (in {os.getcwd()})")
+        if self.cfg.preload and script:
             raise ValueError(f"--preload needs a module:callable target (it imports the app once);"
                              f" {self.cfg.app!r} is a script, which can only run as __main__ in each worker")
         cluster.scheduling_policy = POLICY_BY_NAME[self.cfg.policy]
@@ -156,19 +159,19 @@ class Arbiter:
             # PID 1 in a container: orphans are re-parented to us; reap them
             # (our own workers are reaped through their pidfds).
             self.loop.add_signal_handler(signal.SIGCHLD, reap_orphans)
-        if self.cfg.preload:
-            self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
-            if not await self._forkserver_ready(self.forkserver):
-                return await self.done
-            self.loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)  # we are a subreaper now
-        self.start_workers()
-        if not self.cfg.preload:
-            self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
-        if self.cfg.timeout:
-            self.loop.call_later(self.cfg.timeout / 4, self._check_heartbeats)
-        if self.cfg.max_memory:
-            self.loop.call_later(1.0, self._check_memory)
         try:
+            if self.cfg.preload:
+                self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
+                if not await self._forkserver_ready(self.forkserver):
+                    return await self.done
+                self.loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)  # we are a subreaper now
+            self.start_workers()
+            if not self.cfg.preload:
+                self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
+            if self.cfg.timeout:
+                self.loop.call_later(self.cfg.timeout / 4, self._check_heartbeats)
+            if self.cfg.max_memory:
+                self.loop.call_later(1.0, self._check_memory)
             return await self.done
         finally:
             for signum in _SIGNALS:

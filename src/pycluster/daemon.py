@@ -36,18 +36,20 @@ def daemonize() -> int | None:
     return None
 
 
-def report(code: int, message: str = "") -> None:
-    """Tell the waiting `run -d` how it went (once)."""
+def report(code: int, message: str = "") -> bool:
+    """Tell the waiting `run -d` how it went (once). True if there was one
+    to tell: it prints ``message`` itself."""
     fd = os.environ.pop("PYCLUSTER_READY_FD", None)
     if fd is None:
-        return
+        return False
     try:
         os.write(int(fd), f"{code}\n{message}".encode())
         os.close(int(fd))
     except OSError:
-        pass
+        return False
     if code == 0:
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         os.close(devnull)
+    return True

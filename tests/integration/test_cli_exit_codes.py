@@ -191,3 +191,21 @@ def test_app_that_never_listens_exits_3_after_boot_timeout(pyc, free_port):
     assert 0.9 < elapsed < 10, f"took {elapsed:.1f}s\n{master.output()}"
     assert not master.find_line(READY), master.output()
     assert group_pids(master.pid) == [], "the worker outlived the failed boot"
+
+
+def test_a_missing_script_target_exits_2_before_any_worker(pyc, free_port):
+    master = pyc.run_to_end("nosuch.py", "-b", f"127.0.0.1:{free_port}", timeout=10)
+    assert master.proc.returncode == 2, master.output()
+    err = "\n".join(master.stderr)
+    assert "no such script: 'nosuch.py'" in err and "Traceback" not in err, master.output()
+
+
+def test_daemon_failure_is_reported_once_and_preload_failure_leaves_no_socket(pyc, free_port):
+    pyc.write("broken_app.py", "raise RuntimeError('boom at import')\n\ndef main():\n    pass\n")
+    done = pyc.cli("run", "broken_app:main", "-d", "-n", "app", "-b", f"127.0.0.1:{free_port}", timeout=20)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("the first generation never became ready") == 1, done.stderr
+    master = pyc.run_to_end("broken_app:main", "--preload", "-b", f"127.0.0.1:{free_port}", timeout=20)
+    assert master.proc.returncode == 3, master.output()
+    assert "RuntimeError: boom at import" in "\n".join(master.stderr), master.output()
+    assert not (pyc.runtime_dir / "app.sock").exists(), "the control socket outlived the master"

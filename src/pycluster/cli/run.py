@@ -15,9 +15,9 @@ from ..errors import EXIT_BOOT, EXIT_RUNTIME, EXIT_USAGE
 def _err(message: str) -> None:
     from ..daemon import report
     text = f"pycluster: {message}\n"
-    sys.stderr.write(text)
-    sys.stderr.flush()
-    report(1, text)
+    if not report(1, text):  # a waiting `run -d` prints it
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 def run_master(target: str | None, config_file: str | None, flags: dict[str, Any]) -> int:
@@ -100,7 +100,7 @@ def _run(cfg: config.RunConfig, name: str, control: str, flags: dict, config_fil
         pycluster._engine._shutdown_loop(loop)
     if arbiter.boot_failure:
         from ..daemon import report
-        sys.stderr.write(f"pycluster: {arbiter.boot_failure}\n")
-        report(EXIT_BOOT, f"pycluster: {arbiter.boot_failure}\n")
+        if not report(EXIT_BOOT, f"pycluster: {arbiter.boot_failure}\n"):
+            sys.stderr.write(f"pycluster: {arbiter.boot_failure}\n")
         return EXIT_BOOT
     return code
