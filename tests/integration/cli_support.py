@@ -338,6 +338,29 @@ IDLE_APP = """
 """
 
 
+class ThreadedLoad:
+    """Client threads that each run ``self._run()`` until ``self.stop`` is set;
+    a context manager (threads started on enter, stopped and joined on exit)."""
+
+    def __init__(self, threads: int):
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:  # pragma: no cover - subclasses define it
+        raise NotImplementedError
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+
 def http_get(port: int, timeout: float = 3.0) -> tuple[int, dict, bytes]:
     """GET / on 127.0.0.1:port -> (status, headers, body)."""
     import http.client

@@ -51,7 +51,7 @@ import time
 
 import pytest
 
-from cli_support import POLL, exchange, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
+from cli_support import POLL, ThreadedLoad, exchange, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -155,7 +155,7 @@ def settled(read, want, timeout: float, what: str, details=lambda: ""):
 
 # -- clients ----------------------------------------------------------------------------------------
 
-class Load:
+class Load(ThreadedLoad):
     """Threads doing GETs in a loop (keep-alive, or a connection per request); outcomes counted.
 
     Failures are expected while workers are being killed (their own in-flight requests);
@@ -168,19 +168,7 @@ class Load:
         self.failed = 0
         self.examples: list[str] = []
         self.pids: set[int] = set()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> "Load":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
+        super().__init__(threads)
 
     def done(self) -> int:
         with self.lock:

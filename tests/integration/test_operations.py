@@ -18,12 +18,11 @@ import os
 import shutil
 import signal
 import socket
-import threading
 import time
 
 import pytest
 
-from cli_support import CLI, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
+from cli_support import CLI, ThreadedLoad, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,7 +94,7 @@ def get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, dict]:
         conn.close()
 
 
-class KeepAliveLoad:
+class KeepAliveLoad(ThreadedLoad):
     """``n`` threads, each keeping one HTTP/1.1 keep-alive connection busy; failures counted by kind.
 
     A response carrying ``Connection: close`` (a draining worker) ends that connection normally; the
@@ -108,19 +107,7 @@ class KeepAliveLoad:
         self.ok = 0
         self.failures = {kind: 0 for kind in self.KINDS}
         self.examples: list[str] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-
-    def __enter__(self) -> "KeepAliveLoad":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
+        super().__init__(n)
 
     def _fail(self, kind: str, detail: str) -> None:
         with self.lock:
