@@ -202,3 +202,23 @@ def test_sigkill_of_the_master_takes_the_fork_server_and_workers(pyc):
     os.kill(master.pid, signal.SIGKILL)
     master.proc.wait(5)
     wait_until(lambda: all(pid_gone(p) for p in everyone), 2, "the fork server and workers gone")
+
+
+def test_scale_and_heartbeat_work_as_in_spawn_mode(pyc):
+    """scale +N / -N fork from the fork server; a SIGSTOPped worker is caught by
+    the --timeout heartbeat and replaced by a fork, as a spawned one would be."""
+    write_app(pyc, "v1")
+    port = free_port()
+    master, log = start(pyc, port, 2, "--timeout", "2")
+    assert pyc.cli("scale", "-n", "app", "+2").returncode == 0
+    status = master.wait_status(lambda s: len(worker_pids(s)) == 4, 10, "4 workers")
+    assert all(w["generation"] == 1 for w in status["workers"])
+    assert len(imports(log)) == 1, "scaling up forks; it does not import the app again"
+    assert pyc.cli("scale", "-n", "app", "-3").returncode == 0
+    status = master.wait_status(lambda s: len(worker_pids(s)) == 1 and len(s["workers"]) == 1, 10, "1 worker")
+    (victim,) = worker_pids(status)
+    os.kill(victim, signal.SIGSTOP)
+    master.wait_line(r"worker \d+ \(pid %d\) sent no heartbeat" % victim, timeout=15)
+    master.wait_status(lambda s: len(worker_pids(s)) == 1 and victim not in worker_pids(s), 15, "replaced")
+    assert get_json(port)["version"] == "v1"
+    assert len(imports(log)) == 1
