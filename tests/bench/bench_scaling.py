@@ -97,11 +97,50 @@ def measure(n: int, duration: int, preload: bool) -> dict:
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+def rate_curve(n: int, duration: int, preload: bool, levels: list[int]) -> list[dict]:
+    """Master CPU per connection as the connection rate grows (wrk -c levels,
+    Connection: close): at low rates every connection costs a loop wake-up;
+    at high rates accept batches (and hand-off pairs) amortise it."""
+    runtime = tempfile.mkdtemp(prefix="pyc-rate-")
+    port = free_port()
+    name = f"c{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "pycluster.cli", "run", "pycluster.examples.hello:main",
+                             "-w", str(n), "-b", f"{HOST}:{port}", "-n", name,
+                             *(["--preload"] if preload else [])],
+                            env=cli_env(runtime), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                st = request(runtime, name, {"cmd": "status"}, timeout=5)["result"]
+                if sum(w["state"] == "listening" for w in st["workers"]) >= n:
+                    break
+            except Exception:  # noqa: BLE001 - not answering yet
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{n} workers did not start")
+            time.sleep(0.05)
+        master = psutil.Process(proc.pid)
+        rows = []
+        for conns in levels:
+            c0 = sum(master.cpu_times()[:2])
+            r = run_wrk(port, duration, close=True, conns=conns)
+            cpu = sum(master.cpu_times()[:2]) - c0
+            rows.append({"conns": conns, "rps": r["rps"],
+                         "us": cpu / r["requests"] * 1e6 if r["requests"] else None})
+        return rows
+    finally:
+        stop_group(proc)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", default="8,32,128")
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--spawn", action="store_true", help="spawn mode instead of --preload")
+    ap.add_argument("--rates", default="1,4,16,64", help="wrk -c levels for the connection-rate curve (8 workers)")
     args = ap.parse_args()
     if WRK is None:
         print("wrk is not installed (apt-get install wrk)")
@@ -120,6 +159,15 @@ def main() -> int:
               f" {r['pss'] / mib:.0f} / {r['pss'] / mib / r['n']:.1f} MiB | {r['uss'] / mib:.0f} MiB |"
               f" {r['status_ms']:.1f} | {r['rps']:.0f} | {per:.1f} µs |"
               f" {r['reload_s']:.2f}{'' if r['reload_rc'] == 0 else ' (failed)'} |")
+    levels = [int(c) for c in args.rates.split(",") if c]
+    if levels:
+        curve = rate_curve(8, args.duration, not args.spawn, levels)
+        print("\nMaster CPU per connection against the connection rate (8 workers, wrk -t1 -cN, Connection: close)\n")
+        print("| wrk connections | conn/s | master CPU per conn | master CPU share of a core |")
+        print("|---:|---:|---:|---:|")
+        for row in curve:
+            share = (row["rps"] or 0) * (row["us"] or 0) / 1e6
+            print(f"| {row['conns']} | {row['rps']:.0f} | {row['us']:.1f} µs | {100 * share:.0f}% |")
     return 0
 
 
