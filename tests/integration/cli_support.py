@@ -338,6 +338,53 @@ IDLE_APP = """
 """
 
 
+# An asyncio app on the master's listeners; every GET answers the JSON object
+# that `facts()` returns (Connection: close). `json_app` fills in the module-level
+# lines (`prelude`) and the dict expression (`facts`).
+_JSON_APP = """
+    import asyncio
+    import gc
+    import json
+    import os
+
+    import pycluster as cluster
+
+{prelude}
+
+    def facts():
+        return {facts}
+
+    async def handle(reader, writer):
+        while (await reader.readline()) not in (b"\\r\\n", b"\\n", b""):
+            pass
+        body = json.dumps(facts()).encode()
+        writer.write(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: "
+                     + str(len(body)).encode() + b"\\r\\n\\r\\n" + body)
+        await writer.drain()
+        writer.close()
+
+    async def serve():
+        servers = [await asyncio.start_server(handle, sock=s) for s in cluster.listeners()]
+        await asyncio.Event().wait()
+
+    def main():
+        asyncio.run(serve())
+"""
+
+
+def json_app(facts: str, prelude: str = "") -> str:
+    """The source of an app (for ``pyc.write``) answering ``facts`` (a dict expression) as JSON."""
+    lines = textwrap.dedent(prelude).strip("\n").splitlines()
+    return _JSON_APP.format(prelude="\n".join("    " + line if line else "" for line in lines), facts=facts)
+
+
+def unused_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class ThreadedLoad:
     """Client threads that each run ``self._run()`` until ``self.stop`` is set;
     a context manager (threads started on enter, stopped and joined on exit)."""

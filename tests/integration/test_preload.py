@@ -16,55 +16,31 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 
 import pytest
 
-from cli_support import CLI, group_pids, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
+from cli_support import CLI, group_pids, http_get, json_app, pid_gone, pyc, unused_port, wait_until  # noqa: F401  (pyc: fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
-APP = """
-    import asyncio
-    import gc
-    import json
-    import os
-
-    import pycluster as cluster
-
-    VERSION = "{version}"
-    with open(os.environ["IMPORT_LOG"], "a") as fh:
-        fh.write(f"{{os.getpid()}}\\n")
-
-    async def handle(reader, writer):
-        while (await reader.readline()) not in (b"\\r\\n", b"\\n", b""):
-            pass
-        body = json.dumps({{"pid": os.getpid(), "ppid": os.getppid(), "version": VERSION,
-                           "frozen": gc.get_freeze_count(), "worker": cluster.worker.id,
-                           "env_id": os.environ.get("PYCLUSTER_WORKER_ID"),
-                           "app_env": os.environ.get("APP_SETTING")}}).encode()
-        writer.write(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: "
-                     + str(len(body)).encode() + b"\\r\\n\\r\\n" + body)
-        await writer.drain()
-        writer.close()
-
-    async def serve():
-        servers = [await asyncio.start_server(handle, sock=s) for s in cluster.listeners()]
-        await asyncio.Event().wait()
-
-    def main():
-        asyncio.run(serve())
-"""
+def app_source(version: str) -> str:
+    return json_app(
+        prelude=f"""
+            VERSION = "{version}"
+            with open(os.environ["IMPORT_LOG"], "a") as fh:
+                fh.write(f"{{os.getpid()}}\\n")
+        """,
+        facts="""{"pid": os.getpid(), "ppid": os.getppid(), "version": VERSION,
+                "frozen": gc.get_freeze_count(), "worker": cluster.worker.id,
+                "env_id": os.environ.get("PYCLUSTER_WORKER_ID"),
+                "app_env": os.environ.get("APP_SETTING")}""")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+free_port = unused_port
 
 
 def write_app(pyc, version: str) -> None:
-    pyc.write("preapp.py", APP.format(version=version))
+    pyc.write("preapp.py", app_source(version))
 
 
 def get_json(port: int) -> dict:

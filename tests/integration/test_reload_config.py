@@ -15,39 +15,14 @@ import socket
 
 import pytest
 
-from cli_support import http_get, pyc, wait_until  # noqa: F401  (pyc: fixture)
+from cli_support import http_get, json_app, pyc, unused_port, wait_until  # noqa: F401  (pyc: fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
-APP = """
-    import asyncio
-    import json
-    import os
-
-    import pycluster as cluster
-
-    async def handle(reader, writer):
-        while (await reader.readline()) not in (b"\\r\\n", b"\\n", b""):
-            pass
-        body = json.dumps({"pid": os.getpid(), "color": os.environ.get("COLOR")}).encode()
-        writer.write(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: "
-                     + str(len(body)).encode() + b"\\r\\n\\r\\n" + body)
-        await writer.drain()
-        writer.close()
-
-    async def serve():
-        servers = [await asyncio.start_server(handle, sock=s) for s in cluster.listeners()]
-        await asyncio.Event().wait()
-
-    def main():
-        asyncio.run(serve())
-"""
+APP = json_app(facts='{"pid": os.getpid(), "color": os.environ.get("COLOR")}')
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+free_port = unused_port
 
 
 def config(port: int, workers: int, color: str, extra: str = "") -> str:
