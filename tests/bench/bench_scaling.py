@@ -43,28 +43,38 @@ def request(runtime: str, name: str, obj: dict, timeout: float = 60) -> dict:
     return send(os.path.join(runtime, f"{name}.sock"), obj, timeout=timeout)
 
 
+def start(runtime: str, name: str, port: int, n: int, preload: bool) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pycluster.cli", "run", "pycluster.examples.hello:main",
+                             "-w", str(n), "-b", f"{HOST}:{port}", "-n", name, "--boot-timeout", "120",
+                             *(["--preload"] if preload else [])],
+                            env=cli_env(runtime), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def wait_listening(proc: subprocess.Popen, runtime: str, name: str, n: int, timeout: float = 180) -> dict:
+    """The status once all n workers listen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            st = request(runtime, name, {"cmd": "status"}, timeout=5)["result"]
+            if sum(w["state"] == "listening" for w in st["workers"]) >= n:
+                return st
+        except Exception:  # noqa: BLE001 - not answering yet
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{n} workers did not start")
+        time.sleep(0.05)
+
+
 def measure(n: int, duration: int, preload: bool) -> dict:
     runtime = tempfile.mkdtemp(prefix="pyc-scale-")
     port = free_port()
     name = f"s{port}"
     e = cli_env(runtime)
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pycluster.cli", "run", "pycluster.examples.hello:main",
-                             "-w", str(n), "-b", f"{HOST}:{port}", "-n", name, "--boot-timeout", "120",
-                             *(["--preload"] if preload else [])],
-                            env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start(runtime, name, port, n, preload)
     try:
-        deadline = t0 + 180
-        while True:
-            try:
-                st = request(runtime, name, {"cmd": "status"}, timeout=5)["result"]
-                if sum(w["state"] == "listening" for w in st["workers"]) >= n:
-                    break
-            except Exception:  # noqa: BLE001 - not answering yet
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{n} workers did not start")
-            time.sleep(0.05)
+        st = wait_listening(proc, runtime, name, n)
         launch = time.monotonic() - t0
         time.sleep(1.0)
         master = psutil.Process(proc.pid)
@@ -104,23 +114,9 @@ def rate_curve(n: int, duration: int, preload: bool, levels: list[int]) -> list[
     runtime = tempfile.mkdtemp(prefix="pyc-rate-")
     port = free_port()
     name = f"c{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "pycluster.cli", "run", "pycluster.examples.hello:main",
-                             "-w", str(n), "-b", f"{HOST}:{port}", "-n", name,
-                             *(["--preload"] if preload else [])],
-                            env=cli_env(runtime), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = start(runtime, name, port, n, preload)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                st = request(runtime, name, {"cmd": "status"}, timeout=5)["result"]
-                if sum(w["state"] == "listening" for w in st["workers"]) >= n:
-                    break
-            except Exception:  # noqa: BLE001 - not answering yet
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{n} workers did not start")
-            time.sleep(0.05)
+        wait_listening(proc, runtime, name, n)
         master = psutil.Process(proc.pid)
         rows = []
         for conns in levels:
