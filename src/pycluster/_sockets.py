@@ -164,6 +164,77 @@ def shortest_unix_path(path: str) -> str:
     return rel if len(rel) < len(path) else path
 
 
+class UnixName:
+    """A unix socket file the primary created, held by its directory's fd.
+
+    The primary binds a private name and hard-links the public one to it
+    (asyncio's create_unix_server unlinks the path before binding, so every
+    query puts the link back). Everything after creation goes through the
+    directory fd opened once, and a name is removed only while it is still
+    our socket (same inode): a directory swapped for a symlink, or a file
+    put in place of our name, is never followed or deleted."""
+
+    def __init__(self, path: str):
+        directory, self.public = os.path.split(path)
+        if not self.public:
+            raise ValueError(f"unix socket path {path!r} names a directory")
+        self.path = path
+        self.dirfd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.private = f".pyc{os.getpid()}-{next(_private_names)}"
+        self.inode: tuple[int, int] | None = None
+
+    def _stat(self, name: str) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=self.dirfd, follow_symlinks=False)
+        except OSError:
+            return None
+
+    def exists(self) -> bool:
+        return self._stat(self.public) is not None
+
+    def bind_address(self) -> str:
+        """Where to bind: the private name, reached through our directory fd."""
+        return f"/proc/self/fd/{self.dirfd}/{self.private}"
+
+    def bound(self) -> None:
+        st = self._stat(self.private)
+        if st is None or not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EIO, f"the socket file for {self.path} vanished after bind")
+        self.inode = (st.st_dev, st.st_ino)
+        self.relink()
+
+    def _ours(self, name: str) -> bool:
+        st = self._stat(name)
+        return st is not None and stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.inode
+
+    def relink(self) -> None:
+        """Put the public name back if an app unlinked it; never replace a
+        file that is someone else's."""
+        if self.inode is None or self.exists() or not self._ours(self.private):
+            return
+        try:
+            os.link(self.private, self.public, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd,
+                    follow_symlinks=False)
+        except OSError:
+            pass
+
+    def remove(self) -> None:
+        """Unlink both names while they are still our socket, then let go."""
+        if self.dirfd < 0:
+            return
+        for name in (self.public, self.private):
+            if self.inode is not None and self._ours(name):
+                try:
+                    os.unlink(name, dir_fd=self.dirfd)
+                except OSError:
+                    pass
+        os.close(self.dirfd)
+        self.dirfd = -1
+
+
+_private_names = iter(range(1, 1 << 62))
+
+
 def socket_from_fd(fd: int) -> socket.socket:
     """Wrap a duplicate of ``fd`` (which must be a socket) as a socket object."""
     st = os.fstat(fd)

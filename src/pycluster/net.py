@@ -254,15 +254,15 @@ def _shared_bind(sock: socket.socket, query: dict, original: Any) -> None:
         for fd in fds:
             os.close(fd)
         code = int(reply["errno"])
-        raise OSError(code, os.strerror(code))
+        raise OSError(code, str(reply.get("why") or os.strerror(code)))
     _install(sock, reply, fds, base, index, original)
 
 
-def _ask(query: dict) -> tuple[dict, list[int]]:
+def _ask(query: dict, fds: tuple[int, ...] = ()) -> tuple[dict, list[int]]:
     global listen_requests
     listen_requests += 1
     try:
-        reply, fds = _worker._channel.request_sync(query, timeout=QUERY_TIMEOUT)
+        reply, fds = _worker._channel.request_sync(query, fds, timeout=QUERY_TIMEOUT)
     except ClusterError as exc:
         raise OSError(errno.EAGAIN if exc.code == "ETIMEDOUT" else errno.ENOTCONN,
                       f"cannot share this address: {exc}") from exc
@@ -348,11 +348,20 @@ def _rr_accept(sock: socket.socket, bound: _Bound) -> tuple[socket.socket, Any]:
     the primary sees what we have not taken in its copy of the lane)."""
     fd = sock.fileno()
     while True:
+        # A connection's fd arriving when we are out of descriptors would be
+        # dropped by the kernel (MSG_CTRUNC) and the client reset. So keep one
+        # descriptor in reserve and free it just for the recvmsg: without a
+        # reserve, fail as a plain accept() does (EMFILE; asyncio pauses and
+        # retries) and the connection stays in the lane, where the primary
+        # takes it back after handoff_timeout and gives it to another worker.
+        _use_spare()
         try:
-            data, anc, _flags, _addr = sock.recvmsg(1, _CMSG, socket.MSG_CMSG_CLOEXEC)
+            data, anc, flags, _addr = sock.recvmsg(1, _CMSG, socket.MSG_CMSG_CLOEXEC)
         except ConnectionResetError:
             # The primary closed the lane with our last ack unread: same as EOF.
-            data, anc = b"", []
+            data, anc, flags = b"", [], 0
+        finally:
+            _restore_spare()
         if not data:
             # The primary closed this lane (we were disconnected): stop being
             # readable for good. Nothing will ever arrive again, so accept
@@ -365,13 +374,48 @@ def _rr_accept(sock: socket.socket, bound: _Bound) -> tuple[socket.socket, Any]:
             if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS and len(cdata) >= 4:
                 conn_fd = _FD.unpack_from(cdata)[0]
         if conn_fd < 0:
-            continue  # fd lost to MSG_CTRUNC (out of descriptors): the client gets a reset
+            if flags & socket.MSG_CTRUNC:
+                _warn_lost()  # another thread took the reserve: the client gets a reset
+            continue
         conn = socket.socket(sock.family, sock.type, sock.proto, conn_fd)
         try:
             addr = conn.getpeername()
         except OSError:
             addr = None
         return conn, addr
+
+
+_spare = -1
+_lost = [0, 0.0]  # hand-offs lost to MSG_CTRUNC, when we last said so
+
+
+def _use_spare() -> None:
+    global _spare
+    if _spare < 0:
+        _restore_spare()
+        if _spare < 0:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    os.close(_spare)
+    _spare = -1
+
+
+def _restore_spare() -> None:
+    global _spare
+    if _spare < 0:
+        try:
+            _spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass
+
+
+def _warn_lost() -> None:
+    import time
+    _lost[0] += 1
+    now = time.monotonic()
+    if now - _lost[1] >= 1.0:
+        _lost[1] = now
+        sys.stderr.write(f"pycluster: out of file descriptors: {_lost[0]} handed-off connection(s) lost"
+                         " so far (raise the worker's RLIMIT_NOFILE)\n")
 
 
 # -- disconnect: stop accepting -----------------------------------------------------
@@ -470,11 +514,16 @@ def _listen_master_or_fd(address: Any, fd: int | None, backlog: int, master: int
     if _worker is None or not _worker.is_connected():
         raise OSError(errno.ENOTCONN, "not connected to a primary")
     query: dict[str, Any] = {"act": "query"}
+    sent: tuple[int, ...] = ()
     if fd is not None:
+        # fd N is this worker's own descriptor, sent along: the primary never
+        # resolves a worker's number in its own fd table.
+        os.fstat(fd)  # EBADF here, as a plain listen() on a closed fd
         query.update({"fd": fd, "address": None, "port": None, "address_type": None, "index": 0})
+        sent = (fd,)
     else:
         query["master"] = master
-    reply, fds = _ask(query)
+    reply, fds = _ask(query, sent)
     if reply.get("errno"):
         for f in fds:
             os.close(f)

@@ -526,9 +526,18 @@ class Engine:
             worker.emit("message", obj, handle)
             self.emit("message", worker, obj, handle)
             return
+        act = obj.get("act") if isinstance(obj, dict) else None
+        if act == "query":
+            # The only internal message that may carry a descriptor: the
+            # socket of a worker's listen(fd=N).
+            try:
+                self._act_query(worker, obj, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            return
         for fd in fds:
             os.close(fd)
-        act = obj.get("act") if isinstance(obj, dict) else None
         method = self._ACTS.get(act) if isinstance(act, str) else None
         if method is None:
             self._on_channel_error(worker, ClusterError(f"unknown internal message {act!r} from worker"))
@@ -541,12 +550,15 @@ class Engine:
         worker.emit("online")
         self.emit("online", worker)
 
-    def _act_query(self, worker: PrimaryWorker, msg: dict) -> None:
+    def _act_query(self, worker: PrimaryWorker, msg: dict, fds: list[int]) -> None:
         try:
-            handle = self._handle_for(msg)
-            links = getattr(handle, "_unlink", None)
-            if links:
-                _relink(*links)
+            handle = self._handle_for(worker, msg, fds)
+            name = getattr(handle, "_unlink", None)
+            if name is not None:
+                name.relink()
+        except Refused as exc:
+            worker._channel.reply(msg, {"errno": exc.errno, "message": str(exc), "why": exc.why})
+            return
         except OSError as exc:
             worker._channel.reply(msg, {"errno": exc.errno or errno.EINVAL, "message": str(exc)})
             return
@@ -588,25 +600,64 @@ class Engine:
     _ACTS: dict[str, Callable[["Engine", PrimaryWorker, dict], None]] = {
         "heartbeat": _act_heartbeat,
         "online": _act_online,
-        "query": _act_query,
         "listening": _act_listening,
         "close": _act_close,
         "exited_after_disconnect": _act_exited_after_disconnect,
     }
 
     # -- listeners ------------------------------------------------------------
-    def _handle_for(self, msg: dict) -> Any:
+    def _handle_for(self, worker: PrimaryWorker, msg: dict, fds: list[int]) -> Any:
+        """The handle a worker's query asks for. A worker is untrusted: it
+        gets the primary's listeners, a socket it sent itself, or a new
+        address bound for it only when it has the primary's own privileges."""
         master = msg.get("master")
         if master is not None:
             if not isinstance(master, int) or not 0 <= master < len(self.master_listeners):
                 raise ClusterError(f"the primary has no listener #{master}"
                                    f" ({len(self.master_listeners)} configured)")
             return self.master_listeners[master]
+        if msg.get("fd") is not None:
+            return self._worker_socket_handle(msg, fds)
         key = handle_key(msg)
         handle = self._handles.get(key)
         if handle is None:
+            _check_may_bind(worker, msg)
             handle = self._create_handle(key, msg, owned=False)
             self._handles[key] = handle
+        return handle
+
+    def _worker_socket_handle(self, msg: dict, fds: list[int]) -> Any:
+        """``listen(fd=N)`` in a worker: N is the worker's own descriptor,
+        sent with the query (never a number looked up in our fd table). The
+        worker keeps the same open file, so it could make it blocking under
+        us: the primary never accepts on it, whatever the policy; workers
+        accept on it directly (SCHED_NONE), and workers sending the same
+        socket share one handle."""
+        fd = msg["fd"]
+        if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:
+            raise ValueError(f"bad fd {fd!r}")
+        if len(fds) != 1:
+            raise OSError(errno.EBADF, f"fd {fd} did not come with the request")
+        st = os.fstat(fds[0])
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.ENOTSOCK, f"fd {fd} is not a socket")
+        key = f"fd:{st.st_dev}:{st.st_ino}:{msg.get('index', 0)}"
+        handle = self._handles.get(key)
+        if handle is not None:
+            return handle
+        sock = socket.socket(fileno=os.dup(fds[0]))
+        try:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX) or \
+                    sock.type not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                raise OSError(errno.EINVAL, f"fd {fd} is not a TCP, UDP or unix socket")
+            if sock.type == socket.SOCK_STREAM and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                sock.listen(_sockets.DEFAULT_BACKLOG)
+            described = _sockets.describe(sock, fd)
+        except BaseException:
+            sock.close()
+            raise
+        handle = SharedHandle(key, sock, described)
+        self._handles[key] = handle
         return handle
 
     def _create_handle(self, key: str, msg: dict, *, owned: bool) -> Any:
@@ -614,8 +665,10 @@ class Engine:
         fd = msg.get("fd")
         policy = self.policy if self.policy is not None else SCHED_RR
         sock_fd_origin = None
-        unlink = None
-        if fd is not None:
+        name = None
+        if fd is not None:  # the primary's own fd (--bind fd://N, socket activation)
+            if not owned:
+                raise ValueError("a worker's fd is never looked up in the primary")
             if not isinstance(fd, int) or fd < 0:
                 raise ValueError(f"bad fd {fd!r}")
             sock = _sockets.socket_from_fd(fd)
@@ -626,44 +679,47 @@ class Engine:
         else:
             family, sock_type = _family_type(atype)
             stream = sock_type == socket.SOCK_STREAM
+            reuse = False
             if family == socket.AF_UNIX:
                 path = msg.get("address")
                 if not isinstance(path, str) or not path:
                     raise ValueError("unix socket path missing")
-                reuse = False
                 if path.startswith("\0"):
                     address: Any = path
-                elif os.path.lexists(path):
-                    raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))  # as a plain bind
                 else:
-                    # Bind a private name and hard-link the public one to it:
-                    # asyncio's create_unix_server (uvicorn --uds, aiohttp)
-                    # unlinks the path before binding, and every query puts
-                    # the link back (see _relink).
-                    address = _sockets.shortest_unix_path(_private_unix_path(path))
-                    unlink = path
+                    # Bind a private name and hard-link the public one to it,
+                    # all through the directory's fd (see UnixName).
+                    name = _sockets.UnixName(path)
+                    if name.exists():
+                        name.remove()
+                        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))  # as a plain bind
+                    address = name.bind_address()
             else:
                 host, port = msg.get("address") or "", msg.get("port") or 0
                 if not isinstance(port, int) or not 0 <= port <= 65535:
                     raise ValueError(f"bad port {port!r}")
                 address = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
                 reuse = policy == SCHED_REUSEPORT and stream
-            sock = _sockets.create_listener(family, sock_type, address, v6only=msg.get("v6only"),
-                                            reuseport=reuse, listen=not reuse)
+            try:
+                sock = _sockets.create_listener(family, sock_type, address, v6only=msg.get("v6only"),
+                                                reuseport=reuse, listen=not reuse)
+                if name is not None:
+                    name.bound()
+            except BaseException:
+                if name is not None:
+                    name.remove()
+                raise
         described = _sockets.describe(sock, sock_fd_origin)
-        if unlink is not None:
-            _relink(address, unlink)
-            described = Address(unlink, None, -1, None)  # the path the app asked for
+        if name is not None:
+            described = Address(name.path, None, -1, None)  # the path the app asked for
         if not stream:
-            return SharedHandle(key, sock, described, owned=owned)
-        if unlink is not None:
-            unlink = (address, unlink)
+            return SharedHandle(key, sock, described, owned=owned, unlink=name)
         if policy == SCHED_REUSEPORT and sock.family != socket.AF_UNIX and fd is None:
             return ReusePortHandle(key, sock, described, owned=owned)
         if policy == SCHED_NONE or (policy == SCHED_REUSEPORT):
-            return SharedHandle(key, sock, described, owned=owned, unlink=unlink)
+            return SharedHandle(key, sock, described, owned=owned, unlink=name)
         return RoundRobinHandle(key, sock, described, self.loop, owned=owned, window=self.handoff_window,
-                                handoff_timeout=self.handoff_timeout, unlink=unlink)
+                                handoff_timeout=self.handoff_timeout, unlink=name)
 
     def add_listener(self, spec: Any, *, kind: str | None = None) -> Any:
         """A listener owned by the primary (``--bind``): it outlives its workers,
@@ -765,28 +821,54 @@ class Engine:
         self.disconnect()
 
 
+class Refused(OSError):
+    """A worker asked the primary for what it may not do itself."""
+
+    def __init__(self, code: int, why: str):
+        super().__init__(code, why)
+        self.why = why
+
+
+def _process_credentials(pid: int | str) -> tuple | None:
+    """(uids, gids, groups, effective capabilities) of a process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups", "CapEff"):
+            fields[key] = value.split()
+    if len(fields) != 4:
+        return None
+    return tuple(fields["Uid"]), tuple(fields["Gid"]), frozenset(fields["Groups"]), fields["CapEff"][0]
+
+
+def _check_may_bind(worker: PrimaryWorker, msg: dict) -> None:
+    """Bind a new address for a worker only when it runs with the primary's
+    own credentials: otherwise the primary would bind, as root say, a port
+    below 1024 or a socket file in a directory the worker cannot write.
+    The worker's process is our unreaped child, so its pid is not reused."""
+    pid = worker.pid
+    theirs = _process_credentials(pid) if pid is not None else None
+    if theirs is not None and theirs == _process_credentials("self"):
+        return
+    what = msg.get("address")
+    if msg.get("address_type") != -1:
+        what = f"{what}:{msg.get('port')}"
+    uid = theirs[0][1] if theirs is not None else "?"
+    raise Refused(errno.EACCES,
+                  f"pycluster: worker {worker.id} runs with other credentials than the primary"
+                  f" (uid {uid}, primary uid {os.geteuid()}): it may share the primary's listeners"
+                  f" but not have {what} bound for it; add it to the primary's --bind")
+
+
 def _members(handle: Any) -> Iterable[int]:
     lanes = getattr(handle, "lanes", None)
     return lanes if lanes is not None else handle.workers
 
-
-_private_names = iter(range(1, 1 << 62))
-
-
-def _private_unix_path(path: str) -> str:
-    """A short hidden name beside ``path`` (same filesystem, for the hard link)."""
-    return os.path.join(os.path.dirname(path), f".pyc{os.getpid()}-{next(_private_names)}")
-
-
-def _relink(private: str, public: str) -> None:
-    """Put back ``public`` (a hard link to our listener's socket file) if an
-    app unlinked it; never touch a file that is someone else's."""
-    if os.path.lexists(public):
-        return
-    try:
-        os.link(private, public)
-    except OSError:
-        pass
 
 
 def _is_ip(host: str) -> bool:

@@ -7,11 +7,15 @@ Node: the primary creates and binds a raw UDP handle on localhost and sends its
 four 'listening' events the primary sends 40 datagrams and every worker gets
 exactly 10, reports it, closes its socket and is disconnected by the primary.
 
-Python translation: the primary binds a UDP socket on 127.0.0.1 and sends
-``{"fd": sock.fileno()}``; workers 1-2 call ``pycluster.listen(fd=N)`` and
-workers 3-4 ``pycluster.listen("fd://N")`` (fd N in the *primary's* fd table).
-Asserts every 'listening' address is the primary's socket (``address
-127.0.0.1``, its port, ``address_type 'udp4'``, ``fd`` N), each worker reads
+Python translation, with pycluster's one deviation from rule 9 (a worker is
+untrusted, issue 12): fd N is the *worker's own* descriptor, sent to the
+primary with the request, never a number the primary looks up in its own
+table. So the primary binds a UDP socket on 127.0.0.1 and sends it to each
+worker as a message handle; workers 1-2 call ``pycluster.listen(fd=N)`` and
+workers 3-4 ``pycluster.listen("fd://N")`` with N the received socket's
+number. The four share one handle (the same socket). Asserts every
+'listening' address is that socket (``address 127.0.0.1``, its port,
+``address_type 'udp4'``, ``fd`` the worker's N), each worker reads
 exactly 10 of the 40 datagrams, and each exits ``(0, None)`` after the
 primary's ``worker.disconnect()``.
 """
@@ -53,7 +57,7 @@ if cluster.is_primary:
             received[worker.id] = message["received"]
             worker.disconnect()
 
-        worker.send({"fd": fd})
+        worker.send({"fd": fd}, raw)
         worker.on("message", must_call(on_message, 1, f"message {worker.id}"))
         worker.on("exit", must_call(lambda code, signal: report(**{f"worker_{worker.id}": [
             received.get(worker.id), code, signal]}), 1, f"exit {worker.id}"))
@@ -64,10 +68,12 @@ if cluster.is_primary:
     cluster.run()
     raw.close()
 else:
-    def on_message(message):
-        threading.Thread(target=serve, args=(message["fd"],), daemon=True).start()
+    def on_message(message, handle):
+        threading.Thread(target=serve, args=(handle,), daemon=True).start()
 
-    def serve(fd):
+    def serve(handle):  # the received socket is kept open: fd N is its number
+        fd = handle.fileno()
+        report(**{f"fd_{cluster.worker.id}": fd})
         if cluster.worker.id <= 2:
             sock = cluster.listen(fd=fd)
         else:
@@ -88,9 +94,12 @@ else:
 def test_cluster_dgram_bind_fd(run_script):
     result = run_script(SCRIPT, timeout=30)
     assert result.returncode == 0, result.stderr
-    fd, port = result.report("primary_fd"), result.report("primary_port")
-    expected = {"address": "127.0.0.1", "port": port, "address_type": "udp4", "fd": fd}
-    assert result.report("addresses") == [expected] * 4
+    port = result.report("primary_port")
+    expected = {"address": "127.0.0.1", "port": port, "address_type": "udp4"}
+    addresses = result.report("addresses")
+    assert [{k: a[k] for k in expected} for a in addresses] == [expected] * 4
+    fds = {result.report(f"fd_{i}") for i in range(1, 5)}
+    assert {a["fd"] for a in addresses} <= fds
     for worker_id in range(1, 5):
         assert result.report(f"type_{worker_id}") == [True, True]
         assert result.report(f"worker_{worker_id}") == [10, 0, None]

@@ -32,8 +32,10 @@ PORT = int(sys.argv[2])
 FORM = sys.argv[3]
 
 if cluster.is_primary:
+    import socket
     deadline(20)
     worker = cluster.fork()
+    worker.send("listener", socket.socket(fileno=FD))
 
     def get(worker):
         try:
@@ -51,9 +53,13 @@ if cluster.is_primary:
     worker.on("exit", must_call(lambda code, signal: report(exit=[code, signal]), 1))
     report(primary_rc=cluster.run())
 else:
-    # The worker's own fd N (if any) is not that socket.
-    report(worker_has_fd=os.path.exists(f"/proc/self/fd/{FD}"))
-    sock = cluster.listen(fd=FD) if FORM == "keyword" else cluster.listen(f"fd://{FD}")
+    import queue
+    received = queue.Queue()
+    cluster.worker.on("message", lambda message, handle: received.put(handle))
+    handle = received.get(timeout=10)  # kept: closing it would close fd N
+    mine = handle.fileno()
+    report(worker_fd=mine)
+    sock = cluster.listen(fd=mine) if FORM == "keyword" else cluster.listen(f"fd://{mine}")
 
     class Hello(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -85,6 +91,7 @@ def test_worker_listens_on_a_primary_fd(run_script, form):
         listener.close()
     assert res.returncode == 0, res.stderr
     assert res.report("response") == [200, "hello from worker\n"]
-    assert res.report("address") == {"address": "127.0.0.1", "port": port, "address_type": 4, "fd": fd}
+    mine = res.report("worker_fd")
+    assert res.report("address") == {"address": "127.0.0.1", "port": port, "address_type": 4, "fd": mine}
     assert res.report("exit") == [0, None]
     assert res.report("primary_rc") == 0

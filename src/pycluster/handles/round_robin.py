@@ -39,9 +39,12 @@ import sys
 import termios
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from ..worker import Address
 
+if TYPE_CHECKING:
+    from .._sockets import UnixName
 
 
 def warn(message: str) -> None:
@@ -94,7 +97,7 @@ class RoundRobinHandle:
 
     def __init__(self, key: str, sock: socket.socket, address: Address, loop, *,
                  owned: bool = False, window: int = 1, handoff_timeout: float = 5.0,
-                 unlink: tuple[str, str] | None = None):
+                 unlink: "UnixName | None" = None):
         sock.setblocking(False)
         self._unlink = unlink
         self.key = key
@@ -167,11 +170,8 @@ class RoundRobinHandle:
                 timer.cancel()
         self._watchdog = self._retry = None
         self.sock.close()
-        for path in (self._unlink or ()):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        if self._unlink is not None:
+            self._unlink.remove()
 
     # -- accepting ---------------------------------------------------------
     def _start_reading(self) -> None:

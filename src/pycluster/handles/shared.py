@@ -3,17 +3,20 @@ sends it to each worker, who use it directly (accept / recvfrom)."""
 
 from __future__ import annotations
 
-import os
 import socket
+from typing import TYPE_CHECKING
 
 from ..worker import Address
+
+if TYPE_CHECKING:
+    from .._sockets import UnixName
 
 
 class SharedHandle:
     mode = "shared"
 
     def __init__(self, key: str, sock: socket.socket, address: Address, *,
-                 owned: bool = False, unlink: tuple[str, str] | None = None):
+                 owned: bool = False, unlink: "UnixName | None" = None):
         self.key = key
         self.sock = sock
         self.address = address
@@ -41,8 +44,5 @@ class SharedHandle:
             return
         self.closed = True
         self.sock.close()
-        for path in (self._unlink or ()):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        if self._unlink is not None:
+            self._unlink.remove()
