@@ -21,7 +21,7 @@ from . import commands
 from .config import RunConfig, resolve_workers
 from .errors import EXIT_BOOT, EXIT_OK
 from .logs import LogBook
-from .primary import POLICY_BY_NAME, PrimaryWorker
+from .primary import POLICY_BY_NAME, PrimaryWorker, _credentials
 
 if TYPE_CHECKING:
     import asyncio
@@ -123,6 +123,7 @@ class Arbiter:
             settings["uid"] = uid
         if gid:
             settings["gid"] = gid
+        _credentials(settings.get("uid"), settings.get("gid"))  # SettingsError now, not at each fork
         cluster.setup_primary(**settings)
         self.engine.worker_command = ["-m", "pycluster._target", self.cfg.app]
         cluster.on("online", self._on_online)
@@ -150,6 +151,7 @@ class Arbiter:
         for worker in list(cluster.workers.values()):  # forked before the loop existed
             self.logs.attach(worker, self.loop, self.stderr_tails.setdefault(worker.id, deque(maxlen=STDERR_TAIL)))
         self.done = self.loop.create_future()
+        self._maybe_finished()  # stopped before the loop existed (a worker that could not be started)
         from .control.server import ControlServer
         self.control = ControlServer(self, self.control_path)
         await self.control.start()
@@ -213,7 +215,6 @@ class Arbiter:
     # -- --preload: the fork server ------------------------------------------------
     def start_forkserver(self):
         from .forkserver import ForkServer
-        from .primary import _credentials
         settings = self.engine.settings
         server = ForkServer(self.cfg.app, env={**os.environ, **self.worker_env()}, cwd=settings.get("cwd"),
                             credentials=_credentials(settings.get("uid"), settings.get("gid")))
@@ -318,6 +319,11 @@ class Arbiter:
             worker = cluster.fork(env)
         except OSError as exc:
             self.logs.master(f"cannot start a worker: {exc}")
+            if isinstance(exc, PermissionError) and self.state == "starting":
+                # The exec itself was refused: no retry can fix that (SPEC 4:
+                # a boot failure halts instead of respawning forever).
+                self._boot_failed(None, f"could not be started: {exc}")
+                return
             self._schedule_restart(slot, crashed=True)
             return
         slot.worker = worker
@@ -481,7 +487,6 @@ class Arbiter:
         from . import config
         from .control.protocol import RequestError
         from .errors import SettingsError
-        from .primary import _credentials
         try:
             fresh = config.load(self.cfg_flags, config_path=self.cfg_path)
             for key in ("user", "group"):
@@ -555,6 +560,8 @@ class Arbiter:
             return
         delay = min(self.cfg.restart_delay * (2 ** (slot.fails - 2)), self.cfg.max_restart_delay)
         self.logs.master(f"slot {slot.index} is crash-looping: next start in {delay:.2f}s")
+        if self.loop is None:
+            return  # the first generation, before the loop exists: main() starts the slot again
         slot.retry = self.loop.call_later(delay, self.spawn, slot)
 
     def slot_state(self, slot: Slot) -> str:

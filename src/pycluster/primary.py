@@ -321,9 +321,17 @@ class Engine:
                                                         stdin=stdin, stdout=stdout, stderr=stderr, **kwargs)
         except PermissionError as exc:
             parent_end.close()
-            raise PermissionError(exc.errno, f"cannot start worker {worker.id} as uid={settings.get('uid')}"
-                                  f" gid={settings.get('gid')}: {exc.strerror} (this primary runs as uid"
-                                  f" {os.geteuid()}; only root may switch users)") from exc
+            who = f"user {settings.get('uid')}" if settings.get("uid") is not None else "this user"
+            if settings.get("gid") is not None:
+                who += f" (group {settings.get('gid')})"
+            if os.geteuid() == 0 or ("user" not in kwargs and "group" not in kwargs):
+                hint = (f"{who} cannot execute {exc.filename or argv[0]} or search a directory above it;"
+                        " install pycluster where that user can read it (e.g. a virtualenv outside a"
+                        " 0700 home directory)")
+            else:
+                hint = f"this primary runs as uid {os.geteuid()}; only root may switch users"
+            raise PermissionError(exc.errno, f"cannot start worker {worker.id} as {who}: {exc.strerror}"
+                                  f" ({hint})") from None
         except OSError:
             parent_end.close()
             raise
@@ -922,6 +930,11 @@ def _credentials(uid: Any, gid: Any) -> dict[str, Any]:
             raise SettingsError(f"unknown group {gid!r}") from None
     elif pw is not None:
         kwargs["group"] = pw.pw_gid
+    elif privileged and "user" in kwargs and kwargs["user"] != os.geteuid():
+        # A uid with no passwd entry has no group of its own: the worker
+        # would keep ours (root's).
+        raise SettingsError(f"user {uid} is not in the user database, so it has no group:"
+                            " name one too (--group, or gid)")
     if not privileged:
         # Only root may switch; asking for who we already are is fine (and
         # setgroups would fail without CAP_SETGID), anything else fails in

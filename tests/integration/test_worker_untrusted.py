@@ -252,3 +252,42 @@ def test_listen_fd_of_a_number_the_worker_does_not_hold_is_ebadf(run_script):
     assert res.returncode == 0, res.stderr
     assert res.report("codes") == ["EBADF"]
     assert res.report("exit") == [0, None]
+
+
+# -- item 15: a user that cannot be, or cannot run, a worker ----------------------------------------
+
+def test_a_numeric_user_without_a_group_is_a_config_error(pyc, free_port):
+    unused = next(uid for uid in range(99999, 60000, -1) if _no_user(uid))
+    master = pyc.run_to_end(HELLO, "-w", "1", "-b", f"127.0.0.1:{free_port}", "--user", str(unused), timeout=20)
+    err = "\n".join(master.stderr)
+    assert master.proc.returncode == 2, master.output()
+    assert f"user {unused} is not in the user database" in err and "--group" in err, err
+    assert "Traceback" not in master.output()
+
+
+def test_a_user_that_cannot_execute_the_interpreter_halts_with_exit_3(pyc, free_port, tmp_path, monkeypatch):
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0o700)
+    python = hidden / "python3"
+    python.symlink_to(os.path.realpath(__import__("sys").executable))
+    monkeypatch.setattr(cli_support, "CLI", [str(python), "-m", "pycluster.cli"])
+    master = pyc.run_to_end(HELLO, "-w", "2", "-b", f"127.0.0.1:{free_port}", "--user", NOBODY.pw_name,
+                            "--group", NOBODY_GROUP, timeout=20)
+    out = master.output()
+    assert master.proc.returncode == 3, out
+    assert "Traceback" not in out, out
+    err = "\n".join(master.stderr)
+    assert f"user {NOBODY.pw_name}" in err and f"cannot execute {python}" in err, err
+    assert "only root may switch users" not in out
+
+
+HELLO = "pycluster.examples.hello:main"
+
+
+def _no_user(uid: int) -> bool:
+    import pwd
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return True
+    return False
