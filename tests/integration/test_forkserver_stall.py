@@ -9,9 +9,10 @@ later kill -9 of a worker is replaced as usual). Nothing is left behind: not
 the stalled fork server, not a worker it forked for a start that was given up.
 
 The app stalls its fork server on demand, deterministically: SIGUSR2 makes
-the fork server (and only it) sleep in a signal handler; a flag file makes it
-sleep right after it forked (the worker exists, its pid never reaches the
-master). Both write a mark file once they sleep.
+the fork server (and only it) sleep in a signal handler (for good, or for as
+long as a file says); a flag file makes it sleep right after it forked (the
+worker exists, its pid never reaches the master). Both write a mark file
+once they sleep.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ STALL_APP = json_app(
         def stall(*_args):
             if os.getpid() == SERVER:
                 open(MARK, "w").close()
-                time.sleep(3600)  # stuck: the master must give up on us, never wait
+                seconds = MARK + ".seconds"  # a stall that ends by itself, if asked
+                time.sleep(float(open(seconds).read()) if os.path.exists(seconds) else 3600)
 
         signal.signal(signal.SIGUSR2, stall)
         os.register_at_fork(after_in_parent=lambda: os.path.exists(MARK + ".after-fork") and stall())
@@ -154,5 +156,36 @@ def test_a_worker_forked_for_a_start_given_up_is_not_left_behind(pyc):
     assert not orphans & listening(status)
     assert wait_until(lambda: all(pid_gone(p) for p in orphans | {server}), 5,
                       "the given-up worker and the stalled fork server gone")
+    wait_until(lambda: nothing_left_behind(master, 2), 10, "only the workers and one fork server",
+               master.output)
+
+
+def test_a_late_reply_for_a_start_given_up_is_discarded_and_its_worker_killed(pyc):
+    """The start is given up (the slot is scaled away) while the fork server
+    is slow; its reply comes later: the worker it names is killed and reaped,
+    never adopted, and the fork server (it did answer) keeps serving."""
+    port = unused_port()
+    master, mark = start(pyc, port)
+    server = forkserver_pid(master)
+    status = master.status()
+    victim = status["workers"][1]["pid"]  # slot 2's: the one `scale 1` removes
+    (pyc.dir / "stalled.seconds").write_text("1.5")  # under FORK_TIMEOUT: a slow fork server, not a stuck one
+    os.kill(server, signal.SIGUSR2)
+    wait_until(mark.exists, 5, "the fork server slowed down")
+    os.kill(victim, signal.SIGKILL)
+    master.wait_status(lambda s: s["workers"][1]["state"] == "starting" and s["workers"][1]["pid"] is None, 5,
+                       "slot 2 waiting for the fork server")
+    assert pyc.cli("scale", "-n", "app", "1").returncode == 0  # gives the start up
+    late = master.wait_line(r"a late worker \(pid (\d+)\) for a start given up; killing it", timeout=10)
+    pid = int(late.group(1))
+    assert wait_until(lambda: pid_gone(pid), 5, "the late worker killed")
+    assert wait_until(lambda: pid not in children(master.pid), 5, "the late worker reaped")
+    status = master.wait_status(lambda s: len(s["workers"]) == 1 and len(listening(s)) == 1, 10, "1 worker")
+    assert pid not in listening(status)
+    assert not master.find_line(r"did not answer a fork request"), "a slow answer is not a stall"
+    assert forkserver_pid(master) == server
+    # the same fork server still forks: scale back up
+    assert pyc.cli("scale", "-n", "app", "2").returncode == 0
+    master.wait_status(lambda s: len(listening(s)) == 2, 10, "2 workers again")
     wait_until(lambda: nothing_left_behind(master, 2), 10, "only the workers and one fork server",
                master.output)
