@@ -53,7 +53,7 @@ class Slot:
     """A place for one worker; survives its restarts."""
 
     __slots__ = ("index", "worker", "restarts", "fails", "started", "ready", "retry", "last_exit",
-                 "generation", "boot_timer", "replacing", "deferred")
+                 "generation", "boot_timer", "replacing", "deferred", "launching")
 
     def __init__(self, index: int):
         self.index = index
@@ -68,6 +68,7 @@ class Slot:
         self.boot_timer: asyncio.TimerHandle | None = None
         self.replacing = False
         self.deferred = False  # waits for the first worker of the first generation
+        self.launching: asyncio.Task | None = None  # --preload: waits for the fork server's reply
 
 
 class Arbiter:
@@ -206,7 +207,7 @@ class Arbiter:
             wave = max(1, _cpus() - 1)
         for index in range(1, self.wanted + 1):
             slot = self._slot(index)
-            if slot.worker is None and slot.retry is None:
+            if slot.worker is None and slot.retry is None and slot.launching is None:
                 if index > wave and self.state == "starting":
                     slot.deferred = True
                     continue
@@ -233,8 +234,32 @@ class Arbiter:
             return False
         self.logs.master(f"fork server (pid {server.pid}) loaded {self.cfg.app}")
         self.loop.add_reader(server.pidfd, self._forkserver_exited, server)
-        self.engine.launcher = server.launch
+        server.log = lambda line: self.logs.master(line)
+        server.on_stall = self._forkserver_stalled
+        server.listen(self.loop)
+        if server is self.forkserver:
+            self._restart_waiting()
         return True
+
+    def _restart_waiting(self) -> None:
+        """A new fork server is ready: slots backing off after failed starts start now."""
+        for slot in self.slots.values():
+            if slot.worker is None and slot.launching is None and slot.retry is not None:
+                slot.retry.cancel()
+                self.spawn(slot)
+
+    def _forkserver_stalled(self, server) -> None:
+        """A fork request went unanswered: the fork server is stuck (an app's
+        at-fork hook, a signal handler, a debugger...). Kill it: its exit
+        starts a fresh one (``_forkserver_exited``) and the slot that waited
+        restarts as after any failed start."""
+        self.logs.master(f"the fork server (pid {server.pid}) did not answer a fork request within"
+                         f" {server.timeout:g}s: stalled; killing it")
+        if server.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(server.pidfd, signal.SIGKILL)
+            except OSError:
+                pass
 
     def _forward_output(self, server) -> None:
         for pipe in (server.proc.stdout, server.proc.stderr):
@@ -261,12 +286,14 @@ class Arbiter:
     def _forkserver_exited(self, server) -> None:
         self.loop.remove_reader(server.pidfd)
         server.reap()
-        if server is not self.forkserver or self.state == "stopping":
-            return
+        if server is not self.forkserver or self.state in ("stopping", "reloading"):
+            return  # (a reload's new fork server: the reload fails and keeps the old one)
         self.logs.master(f"the fork server (pid {server.pid}) exited with {server.proc.returncode};"
                          f" starting a new one")
-        self.engine.launcher = None
         self._retire_forkserver(server)
+        self.restart_forkserver()
+
+    def restart_forkserver(self) -> None:
         self.forkserver = self.start_forkserver()
         self._forkserver_task = self.loop.create_task(self._forkserver_ready(self.forkserver))
 
@@ -301,7 +328,7 @@ class Arbiter:
         for slot in self.slots.values():
             if slot.deferred:
                 slot.deferred = False
-                if slot.worker is None and slot.retry is None:
+                if slot.worker is None and slot.retry is None and slot.launching is None:
                     self.spawn(slot)
 
     def _slot(self, index: int) -> Slot:
@@ -315,6 +342,11 @@ class Arbiter:
             return
         slot.retry = None
         env = self.worker_env()
+        if self.cfg.preload and self.loop is not None:
+            generation = self.reload_generation or self.generation  # the fork server asked now runs it
+            slot.launching = self.loop.create_task(self._spawn_forked(slot, env, generation))
+            slot.launching.add_done_callback(self._task_done)
+            return
         try:
             worker = cluster.fork(env)
         except OSError as exc:
@@ -326,10 +358,50 @@ class Arbiter:
                 return
             self._schedule_restart(slot, crashed=True)
             return
+        self._spawned(slot, worker)
+
+    async def fork_worker(self, env: dict[str, str]) -> PrimaryWorker:
+        """Start a worker: spawned, or (--preload) forked by the fork server
+        without ever blocking the loop. Raises OSError if it cannot start."""
+        if not self.cfg.preload:
+            return cluster.fork(env)
+        from .forkserver import ForkServerError
+        server = self.forkserver
+        if server is None or not server.ready:
+            raise ForkServerError("the fork server is not ready (a new one is starting)")
+        return await self.engine.fork_async(env, server.launch)
+
+    async def _spawn_forked(self, slot: Slot, env: dict[str, str], generation: int) -> None:
+        try:
+            worker = await self.fork_worker(env)
+        except Exception as exc:  # noqa: BLE001 - a failed start is the restart policy's to handle
+            slot.launching = None
+            if self.state != "stopping" and self.slots.get(slot.index) is slot:
+                self.logs.master(f"cannot start a worker: {exc if isinstance(exc, OSError) else repr(exc)}")
+                self._schedule_restart(slot, crashed=True)
+            return
+        slot.launching = None
+        if self.state == "stopping":
+            worker.signal("SIGKILL")
+            return
+        if self.slots.get(slot.index) is not slot or slot.worker is not None:
+            self.retire_worker(worker)  # scaled away, or a reload's replacement took the slot meanwhile
+            return
+        self._spawned(slot, worker, generation)
+
+    def _task_done(self, task: Any) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.logs.master(f"internal error while starting a worker: {exc!r}")
+            import traceback
+            for line in "".join(traceback.format_exception(exc)).splitlines():
+                self.logs.master("  " + line)
+
+    def _spawned(self, slot: Slot, worker: PrimaryWorker, generation: int | None = None) -> None:
         slot.worker = worker
         slot.ready = False
         slot.started = time.monotonic()
-        slot.generation = self.reload_generation or self.generation
+        slot.generation = generation or self.reload_generation or self.generation
         self.by_worker[worker.id] = slot
         self.stderr_tails[worker.id] = deque(maxlen=STDERR_TAIL)
         if self.loop is not None:
@@ -567,7 +639,7 @@ class Arbiter:
     def slot_state(self, slot: Slot) -> str:
         worker = slot.worker
         if worker is None:
-            if slot.deferred:
+            if slot.deferred or slot.launching is not None:
                 return "starting"
             return "crash-looping" if slot.fails > 1 or slot.retry is not None else "dead"
         if worker.state == "disconnected":
@@ -606,6 +678,9 @@ class Arbiter:
         if slot.retry is not None:
             slot.retry.cancel()
             slot.retry = None
+        if slot.launching is not None:
+            slot.launching.cancel()  # the worker the fork server may still fork is killed (forkserver.py)
+            slot.launching = None
         worker = slot.worker
         if worker is None:
             return
@@ -629,6 +704,9 @@ class Arbiter:
             if slot.retry is not None:
                 slot.retry.cancel()
                 slot.retry = None
+            if slot.launching is not None:
+                slot.launching.cancel()  # a worker the fork server still forks is killed (forkserver.py)
+                slot.launching = None
         if first:
             self.logs.master(f"{self.name}: stopping ({'now' if immediate else 'gracefully'})")
             if self.notify is not None:

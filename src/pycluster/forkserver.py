@@ -18,6 +18,13 @@ with SCM_RIGHTS. Master -> server: ``{"id": N, "env": {...}, "targets":
 [fd numbers]}`` with one fd per target; server -> master: ``{"ready": pid}``,
 ``{"error": text}`` (the app failed to import; the server exits 1),
 ``{"id": N, "pid": P}`` or ``{"id": N, "fail": text}``.
+
+The master never waits on the fork server: a request is sent without
+blocking and answered through the loop, matched by its id (unique per fork
+server). A request not answered within ``PYCLUSTER_FORK_TIMEOUT`` seconds
+(5) fails that one start, and the fork server is judged stalled (the arbiter
+kills it and starts a new one); a reply that comes after its request was
+given up is discarded and the worker it names is killed and reaped.
 """
 
 from __future__ import annotations
@@ -28,11 +35,19 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, Callable
 
 ENV_FD = "PYCLUSTER_FORKSERVER_FD"
 MAX_MESSAGE = 1 << 20
-_FORK_TIMEOUT = 5.0
+_FORK_TIMEOUT = 5.0  # forking takes milliseconds: a fork server this late is stalled
+
+
+def fork_timeout() -> float:
+    try:
+        value = float(os.environ.get("PYCLUSTER_FORK_TIMEOUT") or _FORK_TIMEOUT)
+    except ValueError:
+        return _FORK_TIMEOUT
+    return value if value > 0 else _FORK_TIMEOUT
 
 
 # -- the master's side ----------------------------------------------------------
@@ -67,6 +82,14 @@ class ForkServer:
         self.pidfd: int | None = None
         self.ready = False
         self.error: str | None = None
+        self.timeout = fork_timeout()
+        self.stalled = False
+        self.log: Callable[[str], None] = lambda line: None  # the master's log
+        self.on_stall: Callable[["ForkServer"], None] | None = None
+        self._loop: Any = None
+        self._next_id = 0
+        self._pending: dict[int, Any] = {}  # request id -> future of the worker's pid
+        self._abandoned: set[int] = set()  # request ids given up: their late workers are killed
 
     def start(self) -> None:
         import subprocess
@@ -120,14 +143,23 @@ class ForkServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def listen(self, loop: Any) -> None:
+        """Once ready: read the replies on ``loop`` (the master never blocks on them)."""
+        self._loop = loop
+        loop.add_reader(self.sock.fileno(), self._read_replies)
+
     def launch(self, argv: list[str], *, env: dict[str, str], pass_fds: list[int] | tuple[int, ...] = (),
-               stdin: Any = None, stdout: Any = None, stderr: Any = None, **_ignored: Any) -> ForkedProcess:
-        """A Popen-like launcher for the engine: ask the fork server for a
-        worker with this environment and these descriptors (``argv``, cwd and
-        credentials are the fork server's own)."""
+               stdin: Any = None, stdout: Any = None, stderr: Any = None, **_ignored: Any) -> Any:
+        """An asynchronous Popen-like launcher (``Engine.fork_async``): send
+        the fork server a request for a worker with this environment and
+        these descriptors (``argv``, cwd and credentials are the fork
+        server's own), without blocking; return an awaitable for the
+        :class:`ForkedProcess`. Raises ForkServerError at once if the request
+        cannot be sent."""
         import subprocess
-        if not self.ready or self.sock is None or not self.alive():
-            raise ForkServerError(f"the fork server for {self.target!r} is not running")
+        if not self.ready or self.sock is None or self._loop is None or not self.alive():
+            raise ForkServerError(f"the fork server for {self.target!r} is not running"
+                                  f"{' (stalled: a new one is starting)' if self.stalled else ''}")
         targets: list[int] = []
         fds: list[int] = []
         ours: list[int] = []   # pipe ends we keep
@@ -156,19 +188,18 @@ class ForkServer:
             for fd in pass_fds:
                 targets.append(fd)
                 fds.append(fd)
-            request = json.dumps({"id": env.get("PYCLUSTER_WORKER_ID"), "env": env, "targets": targets}).encode()
-            self.sock.setblocking(True)
-            self.sock.settimeout(_FORK_TIMEOUT)
+            self._next_id += 1
+            rid = self._next_id
+            request = json.dumps({"id": rid, "env": env, "targets": targets}).encode()
             try:
-                self.sock.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-                reply = self.sock.recv(MAX_MESSAGE)
+                # Never blocks: a full socket means the fork server stopped reading.
+                self.sock.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
+                                  socket.MSG_DONTWAIT)
             except OSError as exc:
-                raise ForkServerError(f"the fork server did not answer: {exc}") from None
-            if not reply:
-                raise ForkServerError("the fork server exited")
-            msg = json.loads(reply)
-            if "pid" not in msg:
-                raise ForkServerError(f"the fork server could not fork: {msg.get('fail', msg)}")
+                raise ForkServerError(f"cannot send the fork server a request: {exc}") from None
+            future = self._loop.create_future()
+            self._pending[rid] = future
+            self._loop.call_later(self.timeout, self._expire, rid)
         except BaseException:
             for f in files:
                 if f is not None:
@@ -176,16 +207,128 @@ class ForkServer:
             raise
         finally:
             for fd in theirs:
-                os.close(fd)
-        return ForkedProcess(int(msg["pid"]), *files)
+                os.close(fd)  # in flight now (or never sent): the fork server has its own
+        return self._wait(rid, future, files)
+
+    async def _wait(self, rid: int, future: Any, files: list[Any]) -> ForkedProcess:
+        try:
+            pid = await future
+        except BaseException:
+            if self._pending.pop(rid, None) is not None:
+                self._abandoned.add(rid)  # cancelled: the worker it may still fork is killed
+            for f in files:
+                if f is not None:
+                    f.close()
+            raise
+        return ForkedProcess(pid, *files)
+
+    def _expire(self, rid: int) -> None:
+        future = self._pending.pop(rid, None)
+        if future is None:
+            return  # answered in time
+        self._abandoned.add(rid)
+        if not future.done():
+            future.set_exception(ForkServerError(f"the fork server (pid {self.pid}) did not answer within"
+                                                 f" {self.timeout:g}s"))
+        if not self.stalled and self.sock is not None:
+            self.stalled = True
+            self.ready = False  # no new requests: they would wait as long
+            if self.on_stall is not None:
+                self.on_stall(self)
+
+    def _read_replies(self) -> None:
+        """Every reply waiting on the socket, matched to its request by id."""
+        while self.sock is not None:
+            try:
+                data = self.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                data = b""
+                self.log(f"fork server (pid {self.pid}): {exc}")
+            if not data:
+                self._closed()
+                return
+            self._on_reply(data)
+
+    def _on_reply(self, data: bytes) -> None:
+        try:
+            msg = json.loads(data)
+            rid = msg.get("id")
+            pid = msg.get("pid")
+            if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1):
+                raise ValueError(f"pid {pid!r}")
+        except (ValueError, AttributeError) as exc:
+            self.log(f"fork server (pid {self.pid}) sent a bad reply ({exc}): {data[:120]!r}")
+            return
+        future = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if future is not None and not future.done():
+            if pid is not None and _our_child(pid):
+                future.set_result(pid)
+            elif pid is not None:
+                future.set_exception(ForkServerError(f"the fork server named pid {pid}, not a new child of"
+                                                     f" the master"))
+            else:
+                future.set_exception(ForkServerError(f"the fork server could not fork: {msg.get('fail', msg)}"))
+            return
+        given_up = isinstance(rid, int) and rid in self._abandoned
+        if given_up:
+            self._abandoned.discard(rid)
+        if pid is not None and given_up:
+            self.log(f"fork server (pid {self.pid}): a late worker (pid {pid}) for a start given up; killing it")
+            self._discard_worker(pid)
+        else:
+            self.log(f"fork server (pid {self.pid}): {msg.get('fail', msg)}")
+
+    def _discard_worker(self, pid: int) -> None:
+        """Kill a worker nobody waits for any more, and reap it."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return  # gone already (reaped as an orphan)
+        if not _our_child(pid):
+            os.close(pidfd)
+            return  # never signal a process that is not ours
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+
+        def reap() -> None:
+            try:
+                res = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:
+                res = None  # reaped by the orphan reaper first
+            if res is not None and res.si_pid == 0:
+                return
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self._loop.add_reader(pidfd, reap)
+
+    def _closed(self) -> None:
+        """EOF: the fork server exited; every request waiting fails now."""
+        if self._loop is not None and self.sock is not None:
+            try:
+                self._loop.remove_reader(self.sock.fileno())
+            except (ValueError, OSError):
+                pass
+        pending, self._pending = self._pending, {}
+        for rid, future in pending.items():
+            self._abandoned.add(rid)
+            if not future.done():
+                future.set_exception(ForkServerError(f"the fork server (pid {self.pid}) exited"))
 
     def stop(self) -> None:
         """Retire the fork server: it exits 0 at the EOF (it ignores SIGTERM).
         Its workers are the master's children and stay."""
         self.ready = False
         if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+            if self._loop is not None:
+                self._read_replies()  # the replies already queued: late workers are killed, not lost
+                self._closed()
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
 
     def reap(self) -> None:
         """After the pidfd said it exited: collect its status, close the pidfd."""
@@ -197,6 +340,20 @@ class ForkServer:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+
+def _our_child(pid: int) -> bool:
+    """Is ``pid`` a child of this process and none of the cluster's workers?
+    The fork server names its new workers' pids (it runs the app's code: a
+    stranger); the master only ever adopts or kills a new child of its own."""
+    import pycluster
+    if any(w.pid == pid for w in pycluster.workers.values()):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rpartition(")")[2].split()[1]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _set_child_subreaper() -> None:

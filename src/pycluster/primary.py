@@ -288,6 +288,27 @@ class Engine:
 
     # -- fork -----------------------------------------------------------------
     def fork(self, env: dict[str, Any] | None = None) -> PrimaryWorker:
+        plan = self._plan_fork(env)
+        return self._started(plan, self._launch(plan, self.launcher or subprocess.Popen))
+
+    async def fork_async(self, env: dict[str, Any] | None, launcher: Callable[..., Any]) -> PrimaryWorker:
+        """fork() through an asynchronous launcher (a --preload fork server):
+        ``launcher(argv, **popen_kwargs)`` sends its request at once (the
+        descriptors travel with it) and returns an awaitable for the process.
+        The worker exists (in ``workers``, "fork" emitted) only once its pid is
+        known, so nothing ever sees a worker without a process; the loop
+        serves meanwhile."""
+        plan = self._plan_fork(env)
+        pending = self._launch(plan, launcher)
+        try:
+            popen = await pending
+        except BaseException:
+            parent_end = plan[3]
+            parent_end.close()  # the request failed or was given up: a late worker finds its channel closed
+            raise
+        return self._started(plan, popen)
+
+    def _plan_fork(self, env: dict[str, Any] | None) -> tuple:
         self.setup_primary()
         settings = self.settings
         worker = PrimaryWorker(self, self._next_id)
@@ -312,13 +333,18 @@ class Engine:
                 remap.append(f"{target}:{theirs}")
         if remap:
             child_env[ENV_STDIO] = ",".join(remap)
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"env": child_env, "pass_fds": pass_fds, "close_fds": True,
+                                  "stdin": stdin, "stdout": stdout, "stderr": stderr}
         if settings.get("cwd") is not None:
             kwargs["cwd"] = os.fspath(settings["cwd"])
         kwargs.update(_credentials(settings.get("uid"), settings.get("gid")))
+        return worker, argv, kwargs, parent_end, child_end, extra
+
+    def _launch(self, plan: tuple, launcher: Callable[..., Any]) -> Any:
+        worker, argv, kwargs, parent_end, child_end, extra = plan
+        settings = self.settings
         try:
-            popen = (self.launcher or subprocess.Popen)(argv, env=child_env, pass_fds=pass_fds, close_fds=True,
-                                                        stdin=stdin, stdout=stdout, stderr=stderr, **kwargs)
+            return launcher(argv, **kwargs)
         except PermissionError as exc:
             parent_end.close()
             who = f"user {settings.get('uid')}" if settings.get("uid") is not None else "this user"
@@ -340,9 +366,19 @@ class Engine:
             for _target, theirs, _mine in extra:
                 if theirs is not None:
                     os.close(theirs)
+
+    def _started(self, plan: tuple, popen: Any) -> PrimaryWorker:
+        worker, _argv, _kwargs, parent_end, _child_end, extra = plan
+        try:
+            worker._pidfd = os.pidfd_open(popen.pid)
+        except OSError:
+            parent_end.close()  # gone (and reaped as an orphan) before we could watch it
+            for pipe in (popen.stdin, popen.stdout, popen.stderr):
+                if pipe is not None:
+                    pipe.close()
+            raise
         worker._popen = popen
         worker._pid = popen.pid
-        worker._pidfd = os.pidfd_open(popen.pid)
         worker.stdout, worker.stderr = popen.stdout, popen.stderr
         worker.stdio = [popen.stdin, popen.stdout, popen.stderr] + [m for _t, _th, m in extra]
         worker._channel = Channel(parent_end, None, on_message=lambda k, o, f: self._on_message(worker, k, o, f),

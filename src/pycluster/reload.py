@@ -15,8 +15,6 @@ import time
 from collections import deque
 from typing import Any
 
-import pycluster as cluster
-
 from .control import protocol
 from .config import resolve_workers
 from .control.protocol import RequestError
@@ -111,8 +109,12 @@ async def _roll(arbiter, generation: int, progress: Any) -> dict:
                 arbiter._retire_forkserver(old_server)
             else:  # the old generation keeps serving: its restarts use its code
                 arbiter.forkserver = old_server
-                arbiter.engine.launcher = old_server.launch
                 arbiter._retire_forkserver(new_server)
+                if not old_server.alive() and arbiter.state == "reloading":
+                    arbiter.logs.master(f"the fork server (pid {old_server.pid}) exited during the reload;"
+                                        f" starting a new one")
+                    arbiter._retire_forkserver(old_server)
+                    arbiter.restart_forkserver()
         if arbiter.state == "reloading":
             arbiter.state = "running"
         if arbiter.notify is not None:
@@ -123,7 +125,7 @@ async def _boot_replacement(arbiter, generation: int) -> tuple[Any, str | None]:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future = loop.create_future()
     try:
-        worker = cluster.fork(arbiter.worker_env())
+        worker = await arbiter.fork_worker(arbiter.worker_env())
     except OSError as exc:
         return None, f"cannot start a new worker: {exc}"
     tail: deque = deque(maxlen=20)

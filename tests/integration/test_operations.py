@@ -367,6 +367,44 @@ def test_sd_notify_ready_reloading_stopping_and_watchdog(pyc, free_port):
         notify.close()
 
 
+@pytest.mark.timeout(40)
+def test_a_notify_socket_nobody_reads_never_blocks_the_master(pyc, free_port):
+    """Issue 12 item 13: a NOTIFY_SOCKET whose reader stalls (its queue full)
+    must not block the master in sendto: the notifications are dropped (and
+    counted, logged once), status answers and HTTP is served."""
+    notify = NotifySocket(pyc.runtime_dir.parent / "stalled.sock")
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    try:
+        queued = 0
+        while True:  # fill the reader's queue (net.unix.max_dgram_qlen datagrams): it never reads
+            try:
+                filler.sendto(b"FILLER=1", notify.path)
+            except BlockingIOError:
+                break
+            queued += 1
+            assert queued < 100000, "the notify socket's queue never filled"
+        master = pyc.start(HELLO, "-w", "2", "-b", f"127.0.0.1:{free_port}",
+                           env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "100000"})
+        master.wait_ready()
+        for _ in range(5):  # across several watchdog beats (every 50 ms), each one dropped
+            started = time.monotonic()
+            st = master.request({"cmd": "status"}, timeout=3)
+            assert st.get("ok") is True, st
+            assert time.monotonic() - started < 2.0
+            code, _headers, body = http_get(free_port)
+            assert code == 200, body
+        master.wait_line(r"sd_notify: .*dropped", timeout=10)
+        assert sum("sd_notify" in line for line in master.stdout) == 1, "the drops are logged once"
+        stop = pyc.cli("stop", "-n", "app")
+        assert stop.returncode == 0, stop.stderr
+        assert master.wait_exit(15) == 0
+        assert master.find_line(r"sd_notify: \d+ notifications dropped in all"), master.output()
+    finally:
+        filler.close()
+        notify.close()
+
+
 # -- 7. socket activation --------------------------------------------------------------------------
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="no systemd-socket-activate")
