@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from . import commands
 from .config import RunConfig, resolve_workers
 from .errors import EXIT_BOOT, EXIT_OK
 from .logs import LogBook
-from .primary import POLICY_BY_NAME, PrimaryWorker, _credentials
+from .primary import POLICY_BY_NAME, PrimaryWorker, _credentials, exec_refused
 
 if TYPE_CHECKING:
     import asyncio
@@ -163,6 +164,8 @@ class Arbiter:
             # (our own workers are reaped through their pidfds).
             self.loop.add_signal_handler(signal.SIGCHLD, reap_orphans)
         try:
+            if self.done.done():
+                return await self.done
             if self.cfg.preload:
                 self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
                 if not await self._forkserver_ready(self.forkserver):
@@ -200,7 +203,11 @@ class Arbiter:
         in one worker, not in every one."""
         if self.cfg.preload:
             if self.forkserver is None:
-                self.forkserver = self.start_forkserver()  # the workers follow once it is ready
+                try:
+                    self.forkserver = self.start_forkserver()  # the workers follow once it is ready
+                except OSError as exc:
+                    self.logs.master(f"cannot start the fork server: {exc}")
+                    self._boot_failed(None, f"could not be started: {exc}")
                 return
             wave = self.wanted  # forking is cheap: all at once
         else:
@@ -217,9 +224,14 @@ class Arbiter:
     def start_forkserver(self):
         from .forkserver import ForkServer
         settings = self.engine.settings
+        credentials = _credentials(settings.get("uid"), settings.get("gid"))
         server = ForkServer(self.cfg.app, env={**os.environ, **self.worker_env()}, cwd=settings.get("cwd"),
-                            credentials=_credentials(settings.get("uid"), settings.get("gid")))
-        server.start()
+                            credentials=credentials)
+        try:
+            server.start()
+        except PermissionError as exc:
+            raise exec_refused(exc, "the fork server", sys.executable, settings.get("uid"), settings.get("gid"),
+                               switching=bool(credentials)) from None
         return server
 
     async def _forkserver_ready(self, server) -> bool:

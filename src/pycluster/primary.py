@@ -347,17 +347,8 @@ class Engine:
             return launcher(argv, **kwargs)
         except PermissionError as exc:
             parent_end.close()
-            who = f"user {settings.get('uid')}" if settings.get("uid") is not None else "this user"
-            if settings.get("gid") is not None:
-                who += f" (group {settings.get('gid')})"
-            if os.geteuid() == 0 or ("user" not in kwargs and "group" not in kwargs):
-                hint = (f"{who} cannot execute {exc.filename or argv[0]} or search a directory above it;"
-                        " install pycluster where that user can read it (e.g. a virtualenv outside a"
-                        " 0700 home directory)")
-            else:
-                hint = f"this primary runs as uid {os.geteuid()}; only root may switch users"
-            raise PermissionError(exc.errno, f"cannot start worker {worker.id} as {who}: {exc.strerror}"
-                                  f" ({hint})") from None
+            raise exec_refused(exc, f"worker {worker.id}", argv[0], settings.get("uid"), settings.get("gid"),
+                               switching="user" in kwargs or "group" in kwargs) from None
         except OSError:
             parent_end.close()
             raise
@@ -938,6 +929,23 @@ def _family_type(atype: Any) -> tuple[int, int]:
         return table[atype]
     except (KeyError, TypeError):
         raise ValueError(f"bad address type {atype!r}") from None
+
+
+def exec_refused(exc: PermissionError, what: str, program: str, uid: Any, gid: Any, *,
+                 switching: bool) -> PermissionError:
+    """The error for a process we could not start as ``uid``/``gid``, with
+    the likely cause (a root master: that user may not execute the
+    interpreter; anyone else: only root may switch users)."""
+    who = f"user {uid}" if uid is not None else "this user"
+    if gid is not None:
+        who += f" (group {gid})"
+    if os.geteuid() == 0 or not switching:
+        hint = (f"{who} cannot execute {exc.filename or program} or search a directory above it;"
+                " install pycluster where that user can read it (e.g. a virtualenv outside a"
+                " 0700 home directory)")
+    else:
+        hint = f"this primary runs as uid {os.geteuid()}; only root may switch users"
+    return PermissionError(exc.errno, f"cannot start {what} as {who}: {exc.strerror} ({hint})")
 
 
 def _credentials(uid: Any, gid: Any) -> dict[str, Any]:

@@ -265,14 +265,16 @@ def test_a_numeric_user_without_a_group_is_a_config_error(pyc, free_port):
     assert "Traceback" not in master.output()
 
 
-def test_a_user_that_cannot_execute_the_interpreter_halts_with_exit_3(pyc, free_port, tmp_path, monkeypatch):
+@pytest.mark.parametrize("preload", [False, True], ids=["spawn", "preload"])
+def test_a_user_that_cannot_execute_the_interpreter_halts_with_exit_3(pyc, free_port, tmp_path, monkeypatch,
+                                                                      preload):
     hidden = tmp_path / "hidden"
     hidden.mkdir(mode=0o700)
     python = hidden / "python3"
     python.symlink_to(os.path.realpath(__import__("sys").executable))
     monkeypatch.setattr(cli_support, "CLI", [str(python), "-m", "pycluster.cli"])
     master = pyc.run_to_end(HELLO, "-w", "2", "-b", f"127.0.0.1:{free_port}", "--user", NOBODY.pw_name,
-                            "--group", NOBODY_GROUP, timeout=20)
+                            "--group", NOBODY_GROUP, *(["--preload"] if preload else []), timeout=20)
     out = master.output()
     assert master.proc.returncode == 3, out
     assert "Traceback" not in out, out
