@@ -276,7 +276,8 @@ class LogBook:
         self._readers: dict[int, list] = {}
 
     def master(self, text: str) -> None:
-        self._line(None, "master", printable(text))
+        # The master's own line breaks stay (a reload failure lists stderr lines below it).
+        self._line(None, "master", "\n".join(map(printable, text.split("\n"))))
 
     def _line(self, worker_id: int | None, stream: str, text: str) -> None:
         entry = {"t": round(time.time(), 3), "worker": worker_id, "stream": stream, "line": text}

@@ -98,6 +98,26 @@ def test_failed_reopen_is_logged_and_the_writer_keeps_going(pyc):
                "a line in the reopened file", master.output)
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_failed_log_writes_are_counted_and_said_and_the_writer_recovers(pyc):
+    pyc.write("idle_app.py", IDLE_APP)
+    log = pyc.dir / "app.log"
+    real = pyc.dir / "real.log"
+    log.symlink_to("/dev/full")  # every write: ENOSPC, a disk full
+    master = pyc.start("idle_app:main", "-w", "1", "--log-file", log)
+    master.wait_line(r"cannot write the log file .*No space left on device", stream="stderr", timeout=15)
+    master.wait_status(lambda st: st["state"] == "running", 10, "the master running")
+    log.unlink()
+    log.symlink_to(real)  # space again (logrotate's new file)
+    os.kill(master.pid, signal.SIGUSR1)
+    wait_until(real.exists, 10, "the log file reopened", master.output)
+    assert master.request({"cmd": "scale", "workers": 2})["ok"]
+    wait_until(lambda: "scale: 1 -> 2 workers" in real.read_text(), 10, "a line in the new file", master.output)
+    assert re.search(r"\[pycluster\] \d+ log lines lost: cannot write the log file", real.read_text()), \
+        real.read_text()
+    assert len([ln for ln in master.stderr if "cannot write the log file" in ln]) == 1, master.output()
+
+
 # -- 2. a 200 MB line, nobody reading ----------------------------------------------------------------
 
 NO_NEWLINE_APP = """
@@ -129,15 +149,17 @@ NO_NEWLINE_APP = """
 
 
 @pytest.mark.timeout(90)
-def test_a_200mb_line_with_stalled_readers_costs_bounded_memory(pyc):
-    go, done = pyc.dir / "flood.go", pyc.dir / "flood.done"
+@pytest.mark.parametrize("output", ["stalled-stdout", "log-file"])
+def test_a_200mb_line_with_stalled_readers_costs_bounded_memory(pyc, output):
+    go, done, log = pyc.dir / "flood.go", pyc.dir / "flood.done", pyc.dir / "flood.log"
     pyc.write("flood_app.py", NO_NEWLINE_APP)
     control = pyc.runtime_dir / "app.sock"
     env = pyc.env({"FLOOD_GO": go, "FLOOD_DONE": done, "FLOOD_MB": 200, "LONG_LINES": 800})
-    # stdout: a pipe nobody reads; stderr: a file.
+    extra = ["--log-file", str(log)] if output == "log-file" else []
+    # stdout: a pipe nobody reads (or unused: --log-file); stderr: a file.
     with open(pyc.dir / "stderr.txt", "wb") as err:
-        proc = subprocess.Popen([*CLI, "run", "flood_app:main", "-w", "2", "-n", "app", "--graceful-timeout", "1"],
-                                cwd=pyc.dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([*CLI, "run", "flood_app:main", "-w", "2", "-n", "app", "--graceful-timeout", "1",
+                                 *extra], cwd=pyc.dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=err, start_new_session=True)
     pyc.verbs.append(proc)  # killed (its group) at the end of the test
     follower = None
@@ -176,6 +198,8 @@ def test_a_200mb_line_with_stalled_readers_costs_bounded_memory(pyc):
         if cut:  # (unless the long lines after it pushed it out of the ring)
             assert re.search(r"\d+ bytes cut", cut[0]), cut[0][-200:]
         assert any(ln.startswith("y") and re.search(r"\d+ bytes cut", ln) for ln in lines)
+        if output == "log-file":
+            assert log.stat().st_size < 32 * MiB, log.stat().st_size
     finally:
         if follower is not None:
             follower.close()

@@ -246,10 +246,10 @@ def _fmt_log(entry: object) -> str:
 
 
 def _printable(text: str) -> str:
-    """Control characters shown, not obeyed (a master passes a worker's bytes along);
-    a lone surrogate (valid JSON, not UTF-8) becomes '?'."""
+    """Control characters but line breaks shown, not obeyed (a master passes a
+    worker's bytes along); a lone surrogate (valid JSON, not UTF-8) becomes '?'."""
     from .._common import printable
-    return printable(text).encode("utf-8", "replace").decode("utf-8")
+    return "\n".join(map(printable, text.split("\n"))).encode("utf-8", "replace").decode("utf-8")
 
 
 @main.command("list")
