@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal as _signal
 import socket
 import stat
@@ -106,3 +107,13 @@ class Record:
     def __reduce__(self):
         return (type(self), self._values())
 
+
+# C0 controls but tab, DEL, and C1 controls: a terminal acts on them (ESC starts
+# OSC 0 titles, OSC 52 clipboard writes and CSI sequences; U+009B is a one-character CSI).
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but tab shown as ``\\xNN``: a
+    worker's output never drives the terminal of whoever reads the logs."""
+    return _CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

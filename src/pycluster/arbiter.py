@@ -274,12 +274,13 @@ class Arbiter:
                 pass
 
     def _forward_output(self, server) -> None:
+        from .logs import LineSplitter
         for pipe in (server.proc.stdout, server.proc.stderr):
             fd = pipe.fileno()
             os.set_blocking(fd, False)
-            buf = [b""]
+            lines = LineSplitter()  # the app's import-time output: cut, made printable
 
-            def read(fd: int = fd, pipe=pipe, buf=buf) -> None:
+            def read(fd: int = fd, pipe=pipe, lines=lines) -> None:
                 try:
                     data = os.read(fd, 65536)
                 except BlockingIOError:
@@ -287,12 +288,13 @@ class Arbiter:
                 except OSError:
                     data = b""
                 if not data:
+                    for line in lines.flush():
+                        self.logs.master("fork server: " + line)
                     self.loop.remove_reader(fd)
                     pipe.close()
                     return
-                *lines, buf[0] = (buf[0] + data).split(b"\n")
-                for line in lines:
-                    self.logs.master("fork server: " + line.decode("utf-8", "replace"))
+                for line in lines.feed(data):
+                    self.logs.master("fork server: " + line)
             self.loop.add_reader(fd, read)
 
     def _forkserver_exited(self, server) -> None:

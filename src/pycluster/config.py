@@ -345,6 +345,41 @@ def load(flags: dict[str, Any], *, config_path: str | None = None, environ: dict
     return cfg
 
 
+def check_log_file(cfg: RunConfig) -> None:
+    """Fail (ConfigError naming the option, the path and why) when ``log_file``
+    cannot be appended to: a directory, a missing directory, no permission.
+    Run by ``pycluster run`` once it is in ``chdir``; a regular file is
+    opened (and so created) as the master would a moment later."""
+    import stat
+    path = cfg.values.get("log_file")
+    if not path:
+        return
+    reason = None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        st = None
+        if not os.path.isdir(parent):
+            reason = f"no such directory {parent}"
+    except OSError as exc:
+        st = None
+        reason = exc.strerror or str(exc)
+    if reason is None and st is not None and stat.S_ISDIR(st.st_mode):
+        reason = "is a directory"
+    elif reason is None and (st is None or stat.S_ISREG(st.st_mode)):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    elif reason is None and not os.access(path, os.W_OK):  # a FIFO or a device: not opened here
+        reason = "permission denied"
+    if reason is not None:
+        source = cfg.sources.get("log_file", "--log-file")
+        where = source if source.startswith(("-", "PYCLUSTER_")) else f"{source}: 'log_file'"
+        raise ConfigError(f"{where} {path}: cannot write the log file: {reason}")
+
+
 def default_name(target: str) -> str:
     """The target's module (last part) or script stem."""
     if target.endswith(".py") or os.sep in target:

@@ -186,23 +186,70 @@ def reload_cmd(name, control, wait) -> None:
 @click.option("--lines", type=click.IntRange(0, 100000), default=100, show_default=True)
 def logs_cmd(name, control, follow, lines) -> None:
     """Print the master's recent log lines (workers' output included)."""
+    from ..control.client import NoMaster, request, stream
     path = _path_or_exit(name, control)
-    if not follow:
-        for entry in _call(path, {"cmd": "logs", "lines": lines})["lines"]:
-            click.echo(_fmt_log(entry))
-        return
-    from ..control.client import stream
+    # Whatever comes back is printed or named in one line, never a traceback: a reply
+    # may be cut, not JSON, or shaped unlike a `logs` result.
     try:
+        if not follow:
+            _print_logs(request(path, {"cmd": "logs", "lines": lines}))
+            return
         for reply in stream(path, {"cmd": "logs", "lines": lines, "follow": True}):
-            for entry in (reply.get("result") or {}).get("lines", []):
-                click.echo(_fmt_log(entry))
+            _print_logs(reply)
     except KeyboardInterrupt:
         pass
+    except NoMaster as exc:
+        click.echo(f"pycluster: {exc}", err=True)
+        sys.exit(EXIT_NO_MASTER)
+    except OSError as exc:
+        click.echo(f"pycluster: cannot reach the master on {path}: {exc}", err=True)
+        sys.exit(1)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a reply of the wrong shape
+        click.echo(f"pycluster: logs: unreadable reply from the master on {path}: {_printable(str(exc))[:200]}",
+                   err=True)
+        sys.exit(1)
 
 
-def _fmt_log(entry: dict) -> str:
-    who = f"worker {entry['worker']}" if entry.get("worker") is not None else "pycluster"
-    return f"[{who}] {entry.get('line', '')}"
+def _print_logs(reply: object) -> None:
+    if not isinstance(reply, dict):
+        raise ValueError(f"expected a JSON object, got {type(reply).__name__}")
+    if not reply.get("ok"):
+        err = reply.get("error")
+        err = err if isinstance(err, dict) else {"message": str(err)}
+        click.echo(f"pycluster: {_printable(str(err.get('message', 'request failed')))}"
+                   f" ({_printable(str(err.get('code', '?')))})", err=True)
+        sys.exit(1)
+    result = reply.get("result")
+    entries = result.get("lines") if isinstance(result, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError("no list of lines in the result")
+    omitted = result.get("omitted")
+    if isinstance(omitted, int) and omitted > 0:
+        click.echo(f"pycluster: {omitted} earlier lines left out (the reply would have been too large)",
+                   err=True)
+    for entry in entries:
+        click.echo(_fmt_log(entry))
+
+
+def _fmt_log(entry: object) -> str:
+    if not isinstance(entry, dict):
+        return f"[?] {_printable(json.dumps(entry))}"
+    worker = entry.get("worker")
+    if worker is None:
+        who = "pycluster"
+    elif isinstance(worker, int) and not isinstance(worker, bool):
+        who = f"worker {worker}"
+    else:
+        who = "?"
+    line = entry.get("line", "")
+    return f"[{who}] {_printable(line if isinstance(line, str) else json.dumps(line))}"
+
+
+def _printable(text: str) -> str:
+    """Control characters but line breaks shown, not obeyed (a master passes a
+    worker's bytes along); a lone surrogate (valid JSON, not UTF-8) becomes '?'."""
+    from .._common import printable
+    return "\n".join(map(printable, text.split("\n"))).encode("utf-8", "replace").decode("utf-8")
 
 
 @main.command("list")

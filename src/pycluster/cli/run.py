@@ -37,6 +37,11 @@ def run_master(target: str | None, config_file: str | None, flags: dict[str, Any
             where = source if source.startswith(("-", "PYCLUSTER_")) else f"{source}: 'chdir'"
             _err(f"{where} {cfg.chdir}: {exc.strerror}")
             return EXIT_USAGE
+    try:
+        config.check_log_file(cfg)  # in chdir: a relative path is where the master will open it
+    except config.ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
     if cfg.daemon:
         from ..daemon import daemonize
         code = daemonize()

@@ -17,26 +17,31 @@ def validate(request: dict) -> dict:
     return {"lines": lines, "follow": follow}
 
 
+def _result(lines: list, omitted: int) -> dict:
+    """``omitted``: lines asked for but left out to keep the reply under its byte cap."""
+    return {"lines": lines, "omitted": omitted} if omitted else {"lines": lines}
+
+
 async def run(arbiter, params: dict, writer):
-    lines = arbiter.logs.tail(params["lines"])
+    lines, omitted = arbiter.logs.tail(params["lines"])
     if not params["follow"] or writer is None:
-        return {"lines": lines}
-    import asyncio
-    writer.write(protocol.ok({"lines": lines}))
-    queue: asyncio.Queue = asyncio.Queue(10_000)
-
-    def push(entry: dict) -> None:
-        try:
-            queue.put_nowait(entry)
-        except asyncio.QueueFull:
-            pass
-
-    arbiter.logs.followers.add(push)
+        return _result(lines, omitted)
+    from ..logs import Follower
+    writer.write(protocol.ok(_result(lines, omitted)))
+    follower = Follower()
+    # A follower waiting for the next line would learn of its client's hang-up only
+    # at its next write: the control server watches the connection and tells it.
+    hangup = arbiter.control.watch_hangup(writer, follower.close) if arbiter.control else None
+    arbiter.logs.followers.add(follower)
     try:
         while not writer.is_closing():
-            entry = await queue.get()
-            writer.write(protocol.ok({"lines": [entry]}))
+            batch = await follower.batch()
+            if batch is None:
+                break
+            writer.write(protocol.ok({"lines": batch}))
             await writer.drain()
     finally:
-        arbiter.logs.followers.discard(push)
+        arbiter.logs.followers.discard(follower)
+        if hangup is not None:
+            hangup.cancel()
     return protocol.STREAMED

@@ -1,5 +1,7 @@
 """reopen: reopen the log file (SIGUSR1; for logrotate)."""
 
+from ..control.protocol import RequestError
+
 NAME = "reopen"
 HELP = "Reopen the log file."
 
@@ -9,5 +11,7 @@ def validate(request: dict) -> dict:
 
 
 async def run(arbiter, params: dict, writer) -> dict:
-    arbiter.logs.reopen()
+    failure = arbiter.logs.reopen()  # a failure is logged; the old file is kept
+    if failure is not None and writer is not None:  # (SIGUSR1 has nobody else to tell)
+        raise RequestError("reopen_failed", failure)
     return {"reopened": True}

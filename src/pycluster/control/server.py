@@ -30,6 +30,7 @@ class ControlServer:
         self.path = path
         self.server: asyncio.base_events.Server | None = None
         self.clients: set[asyncio.Task] = set()
+        self._readers: dict[asyncio.StreamWriter, asyncio.StreamReader] = {}
         self._uid = os.geteuid()
 
     async def start(self) -> None:
@@ -63,16 +64,38 @@ class ControlServer:
                 self.arbiter.logs.master(f"control socket: refused a client ({who}): not the master's user or root")
                 writer.write(protocol.error("forbidden", "permission denied: not the master's user or root"))
                 return
+            self._readers[writer] = reader
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self.clients.discard(task)
+            self._readers.pop(writer, None)
             try:
                 await asyncio.wait_for(writer.drain(), 1.0)
             except (Exception, asyncio.CancelledError):  # noqa: BLE001
                 pass
             writer.close()
+
+    def watch_hangup(self, writer: asyncio.StreamWriter, on_hangup) -> asyncio.Task | None:
+        """Call ``on_hangup()`` once the client on ``writer``'s connection hangs up
+        (EOF or an error): for a command that streams (``logs -f``), which would
+        otherwise only learn of it at its next write, holding a client slot till
+        then. What the client sends meanwhile is read and discarded: a streaming
+        connection takes no further requests. Cancel the task when done."""
+        reader = self._readers.get(writer)
+        if reader is None:
+            return None
+
+        async def watch() -> None:
+            try:
+                while await reader.read(65536):
+                    pass
+            except (ConnectionError, OSError):
+                pass
+            on_hangup()
+
+        return asyncio.ensure_future(watch())
 
     @staticmethod
     def _peer(sock: socket.socket) -> tuple[int, int] | None:
