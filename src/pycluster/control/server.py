@@ -16,7 +16,7 @@ import struct
 
 from .. import commands
 from . import protocol
-from .claim import ControlSocketInUse, claim, probe  # noqa: F401 (re-exported)
+from .claim import ControlSocketInUse, claim, claim_with_identity, probe, release  # noqa: F401 (re-exported)
 
 MAX_CLIENTS = 32
 WRITE_TIMEOUT = 10.0  # seconds a reply may wait for the client to read it
@@ -31,9 +31,10 @@ class ControlServer:
         self.server: asyncio.base_events.Server | None = None
         self.clients: set[asyncio.Task] = set()
         self._uid = os.geteuid()
+        self._identity: tuple[int, int] | None = None  # of the socket file we took (release() checks it)
 
     async def start(self) -> None:
-        sock = claim(self.path)
+        sock, self._identity = claim_with_identity(self.path)
         self.server = await asyncio.start_unix_server(self._client, sock=sock,
                                                       limit=protocol.MAX_REQUEST + 1)
 
@@ -43,11 +44,9 @@ class ControlServer:
             self.server = None
         for task in list(self.clients):
             task.cancel()
-        try:
-            if os.path.exists(self.path):
-                os.unlink(self.path)
-        except OSError:
-            pass
+        if self._identity is not None:
+            release(self.path, self._identity)  # only our own socket: another master may own the name now
+            self._identity = None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
