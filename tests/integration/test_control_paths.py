@@ -22,14 +22,13 @@ import stat
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from cli_support import IDLE_APP, pyc, wait_until  # noqa: F401  (pyc: fixture)
+from cli_support import IDLE_APP, pyc  # noqa: F401  (pyc: fixture)
 
 from pycluster.control.claim import ControlSocketInUse, claim
 from pycluster.pidfile import PidFile, PidFileError

@@ -1,10 +1,11 @@
 """The master's control server: a unix socket on the master's loop.
 
-The socket is created 0600 (umask around bind: no chmod window) inside a
-0700 directory; a peer whose uid (SO_PEERCRED) is neither ours nor root's
-is refused. Requests are bounded in size, read with a timeout, and the
-number of clients at once is capped. A leftover socket is replaced only
-after a connect() proves nobody listens on it.
+The socket is created 0600 (umask around bind: no chmod window), in a
+directory created 0700 when missing (an existing one is never chmodded);
+a peer whose uid (SO_PEERCRED) is neither ours nor root's is refused.
+Requests are bounded in size, read with a timeout, and the number of
+clients at once is capped. A leftover socket is replaced (claim.py) only
+after a connect() proves nobody listens on it, under a lock.
 """
 
 from __future__ import annotations
