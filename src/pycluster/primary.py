@@ -199,6 +199,39 @@ class PrimaryWorker(Worker):
             return False
 
 
+def _window(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65536:
+        raise ValueError
+    return value
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value <= 86400:  # also refuses nan and inf
+        raise ValueError
+    return value
+
+
+# name: (parse, default, what a value must be)
+_TUNING: dict[str, tuple[Callable[[str], Any], Any, str]] = {
+    "PYCLUSTER_RR_WINDOW": (_window, 64, "a whole number of hand-offs in flight per worker, 1 to 65536"),
+    "PYCLUSTER_HANDOFF_TIMEOUT": (_seconds, 5.0, "a number of seconds above 0 (at most 86400)"),
+}
+
+
+def _env_tuning(name: str) -> Any:
+    """A tuning variable's value (its default when unset or empty); SettingsError naming it when bad."""
+    parse, default, what = _TUNING[name]
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse(raw)
+    except ValueError:
+        raise SettingsError(f"environment {name}={raw[:40]!r}: expected {what} (default {default:g})") from None
+
+
 class Engine:
     """The cluster primary (one per process)."""
 
@@ -215,8 +248,11 @@ class Engine:
         self._done: asyncio.Future | None = None
         self._disconnect_callbacks: list[Callable[[], Any]] = []
         self._stopping = False  # a stop signal arrived (run()/serve()); a second one kills
-        self.handoff_window = int(os.environ.get("PYCLUSTER_RR_WINDOW", "64") or 64)
-        self.handoff_timeout = float(os.environ.get("PYCLUSTER_HANDOFF_TIMEOUT", "5") or 5)
+        # RR tuning: PYCLUSTER_RR_WINDOW / PYCLUSTER_HANDOFF_TIMEOUT are read (and
+        # checked) when the policy is frozen, not at import: `pycluster status`
+        # must not die of a bad value it never uses.
+        self.handoff_window = _TUNING["PYCLUSTER_RR_WINDOW"][1]
+        self.handoff_timeout = _TUNING["PYCLUSTER_HANDOFF_TIMEOUT"][1]
         # The CLI master runs workers as `python -m pycluster._target ...`
         # instead of re-running the main script (settings exec/args).
         self.worker_command: list[str] | None = None
@@ -284,6 +320,8 @@ class Engine:
         if policy not in POLICY_NAMES:
             raise SettingsError(f"scheduling_policy must be SCHED_RR, SCHED_NONE or SCHED_REUSEPORT,"
                                 f" not {policy!r}")
+        self.handoff_window = _env_tuning("PYCLUSTER_RR_WINDOW")
+        self.handoff_timeout = _env_tuning("PYCLUSTER_HANDOFF_TIMEOUT")
         self.policy = policy
 
     # -- fork -----------------------------------------------------------------

@@ -12,6 +12,8 @@ from .. import __version__
 from ..config import SETTINGS, Setting
 
 EXIT_NO_MASTER = 3
+REQUEST_TIMEOUT = 10.0  # seconds a verb waits for the master's reply (then: exit 3, no master answers)
+STATUS_TIMEOUT = 5.0  # status answers in milliseconds; a master silent this long is stopped or hung
 
 
 def _option(setting: Setting):
@@ -69,13 +71,16 @@ def _path_or_exit(name: str | None, control: str | None, missing_code: int = EXI
         sys.exit(2)
 
 
-def _call(path: str, request: dict, timeout: float = 10.0) -> dict:
-    from ..control.client import NoMaster, request as send
+def _call(path: str, request: dict, timeout: float = REQUEST_TIMEOUT) -> dict:
+    from ..control.client import NoMaster, UntrustedSocket, request as send
     try:
         reply = send(path, request, timeout=timeout)
-    except NoMaster as exc:
+    except NoMaster as exc:  # nothing listens, or the master did not answer within `timeout`
         click.echo(f"pycluster: {exc}", err=True)
         sys.exit(EXIT_NO_MASTER)
+    except UntrustedSocket as exc:
+        click.echo(f"pycluster: {exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
         click.echo(f"pycluster: cannot reach the master on {path}: {exc}", err=True)
         sys.exit(1)
@@ -96,7 +101,7 @@ def status_cmd(name, control, as_json, watch) -> None:
     if watch:
         from ..tui import watch as live
         sys.exit(live(path))
-    result = _call(path, {"cmd": "status"})
+    result = _call(path, {"cmd": "status"}, timeout=STATUS_TIMEOUT)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -257,11 +262,14 @@ def _printable(text: str) -> str:
 def list_cmd(as_json) -> None:
     """List the masters running for this user."""
     from ..control import paths
-    from ..control.client import NoMaster, request
+    from ..control.client import NoMaster, UntrustedSocket, request
     rows = []
     for path in paths.candidates():
         try:
             reply = request(path, {"cmd": "status"}, timeout=2.0)
+        except UntrustedSocket as exc:
+            click.echo(f"pycluster: {exc}", err=True)
+            continue
         except (NoMaster, OSError, ValueError):
             continue
         res = reply.get("result") or {}

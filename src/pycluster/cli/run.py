@@ -48,11 +48,12 @@ def run_master(target: str | None, config_file: str | None, flags: dict[str, Any
         if code is not None:
             return code
     from ..control.paths import socket_path
-    from ..control.claim import ControlSocketInUse, probe
+    from ..control.claim import check_free
     control = socket_path(name, cfg.control)
-    if os.path.exists(control) and probe(control) is not False:
-        pid = probe(control)
-        _err(str(ControlSocketInUse(control, pid if isinstance(pid, int) else None)))
+    try:
+        check_free(control)  # a live master, another user's socket, a file that is no socket
+    except OSError as exc:
+        _err(str(exc))
         return EXIT_RUNTIME
     pidfile = None
     if cfg.pidfile:

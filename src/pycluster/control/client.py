@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import stat
+import struct
 from typing import Any, Iterator
 
 from . import paths, protocol
 
+_CRED = struct.Struct("3i")
+
 
 class NoMaster(Exception):
     """No master answers (exit 3 for status)."""
+
+
+class NoAnswer(NoMaster):
+    """A master accepted the connection but did not answer in time (frozen, overloaded)."""
+
+
+class UntrustedSocket(PermissionError):
+    """The socket belongs to another user: nothing is sent to it."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class Ambiguous(Exception):
@@ -26,34 +42,61 @@ def resolve(name: str | None, control: str | None = None) -> str:
         return control
     if name:
         return paths.socket_path(name)
-    live = [p for p in paths.candidates() if _alive(p)]
+    foreign: list[str] = []
+    live = [p for p in paths.candidates() if _alive(p, foreign)]
     if not live:
-        raise NoMaster(f"no pycluster master is running (looked in {paths.runtime_dir()})")
+        ignored = "".join(f"; ignored {reason}" for reason in foreign)
+        raise NoMaster(f"no pycluster master is running (looked in {paths.runtime_dir()}){ignored}")
     if len(live) > 1:
         raise Ambiguous(live)
     return live[0]
 
 
-def _alive(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.5)
+def _alive(path: str, foreign: list[str]) -> bool:
     try:
-        s.connect(path)
-        return True
-    except OSError:
+        s = _connect(path, 0.5)
+    except UntrustedSocket as exc:
+        foreign.append(str(exc))
         return False
-    finally:
-        s.close()
+    except (NoMaster, OSError):
+        return False
+    s.close()
+    return True
+
+
+def check_owner(path: str) -> None:
+    """Refuse a socket another user created (a master runs as us or as root): it
+    could pose as our master and read what we send it."""
+    try:
+        st = os.stat(path)  # what connect() reaches, through any symlink
+    except OSError:
+        return  # connect() reports it
+    if not stat.S_ISSOCK(st.st_mode):
+        raise UntrustedSocket(errno.ENOTSOCK, f"{path} is not a socket")
+    _check_uid(path, st.st_uid, "belongs to")
+
+
+def _check_uid(path: str, uid: int, what: str) -> None:
+    if uid not in (os.geteuid(), 0):
+        raise UntrustedSocket(errno.EPERM, f"refusing to talk to {path}: it {what} uid {uid}{paths.user_name(uid)},"
+                              " not to this user or root (another user may have put it there)")
 
 
 def _connect(path: str, timeout: float) -> socket.socket:
+    check_owner(path)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
+        # Who listens (SO_PEERCRED: the listener's credentials): the name may have changed hands since the stat.
+        _pid, uid, _gid = _CRED.unpack(s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+        _check_uid(path, uid, "is served by a process of")
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         s.close()
         raise NoMaster(f"no master answers on {path} ({exc.strerror})") from None
+    except (socket.timeout, TimeoutError):
+        s.close()
+        raise NoAnswer(f"the master on {path} did not accept the connection within {timeout:g}s") from None
     except OSError:
         s.close()
         raise
@@ -64,8 +107,19 @@ def request(path: str, obj: dict[str, Any], timeout: float = 10.0) -> dict[str, 
     """One request, one reply (the reply object: {"ok": ..., ...})."""
     s = _connect(path, timeout)
     try:
-        s.sendall(protocol.encode(obj))
-        line = s.makefile("rb").readline(protocol.MAX_REQUEST * 64)
+        try:
+            s.sendall(protocol.encode(obj))
+        except (BrokenPipeError, ConnectionResetError):
+            # The master answered without reading (at its client cap, "busy") and hung up:
+            # its reply is still ours to read.
+            pass
+        try:
+            line = s.makefile("rb").readline(protocol.MAX_REQUEST * 64)
+        except (socket.timeout, TimeoutError):
+            raise NoAnswer(f"the master on {path} did not answer within {timeout:g}s"
+                           " (it may be stopped or overloaded)") from None
+        except ConnectionResetError:
+            line = b""
     finally:
         s.close()
     if not line:

@@ -7,6 +7,13 @@ import os
 import stat
 
 
+class ControlPathError(OSError):
+    """A control path pycluster must not use; ``str()`` is the message alone."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def runtime_dir(environ: dict[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     if env.get("PYCLUSTER_RUNTIME_DIR"):
@@ -23,18 +30,40 @@ def socket_path(name: str, explicit: str | None = None) -> str:
 
 
 def ensure_private_dir(path: str) -> None:
-    """Create ``path`` 0700 if missing; refuse one we do not own or others can write."""
+    """Create ``path`` 0700 when it is missing; use an existing one as it is.
+
+    A directory pycluster did not create is never chmodded (``--control
+    /tmp/app.sock`` must not turn ``/tmp`` into 0700): the socket's own mode
+    (0600 from birth) keeps other users out. One that belongs to another
+    user (neither us nor root) is refused: its owner controls the names in it.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(path, 0o700)  # the umask can only take bits away from 0700
+    except FileExistsError:
+        pass
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot create control directory {path}: {exc.strerror}") from None
-    st = os.lstat(path)
+        raise ControlPathError(exc.errno, f"cannot create control directory {path}: {exc.strerror}") from None
+    try:
+        link, st = os.lstat(path), os.stat(path)
+    except OSError as exc:
+        raise ControlPathError(exc.errno, f"control directory {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise OSError(errno.ENOTDIR, f"control directory {path} is not a directory")
-    if st.st_uid != os.geteuid():
-        raise PermissionError(errno.EPERM, f"control directory {path} belongs to uid {st.st_uid}, not to us")
-    if st.st_mode & 0o022:
-        os.chmod(path, 0o700)
+        raise ControlPathError(errno.ENOTDIR, f"control directory {path} is not a directory")
+    for what, uid in (("is a symbolic link that belongs", link.st_uid), ("belongs", st.st_uid)):
+        if uid not in (os.geteuid(), 0):
+            raise ControlPathError(errno.EPERM, f"control directory {path} {what} to uid {uid}{user_name(uid)},"
+                                   " not to this user or root")
+
+
+def user_name(uid: int) -> str:
+    """The uid's name as ' (name)' for a message; '' when it has none."""
+    import pwd
+    try:
+        return f" ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return ""
 
 
 def candidates() -> list[str]:

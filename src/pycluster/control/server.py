@@ -1,10 +1,11 @@
 """The master's control server: a unix socket on the master's loop.
 
-The socket is created 0600 (umask around bind: no chmod window) inside a
-0700 directory; a peer whose uid (SO_PEERCRED) is neither ours nor root's
-is refused. Requests are bounded in size, read with a timeout, and the
-number of clients at once is capped. A leftover socket is replaced only
-after a connect() proves nobody listens on it.
+The socket is created 0600 (umask around bind: no chmod window), in a
+directory created 0700 when missing (an existing one is never chmodded);
+a peer whose uid (SO_PEERCRED) is neither ours nor root's is refused.
+Requests are bounded in size, read with a timeout, and the number of
+clients at once is capped. A leftover socket is replaced (claim.py) only
+after a connect() proves nobody listens on it, under a lock.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import struct
 
 from .. import commands
 from . import protocol
-from .claim import ControlSocketInUse, claim, probe  # noqa: F401 (re-exported)
+from .claim import ControlSocketInUse, claim, claim_with_identity, probe, release  # noqa: F401 (re-exported)
 
 MAX_CLIENTS = 32
 WRITE_TIMEOUT = 10.0  # seconds a reply may wait for the client to read it
@@ -32,9 +33,10 @@ class ControlServer:
         self.clients: set[asyncio.Task] = set()
         self._readers: dict[asyncio.StreamWriter, asyncio.StreamReader] = {}
         self._uid = os.geteuid()
+        self._identity: tuple[int, int] | None = None  # of the socket file we took (release() checks it)
 
     async def start(self) -> None:
-        sock = claim(self.path)
+        sock, self._identity = claim_with_identity(self.path)
         self.server = await asyncio.start_unix_server(self._client, sock=sock,
                                                       limit=protocol.MAX_REQUEST + 1)
 
@@ -44,11 +46,9 @@ class ControlServer:
             self.server = None
         for task in list(self.clients):
             task.cancel()
-        try:
-            if os.path.exists(self.path):
-                os.unlink(self.path)
-        except OSError:
-            pass
+        if self._identity is not None:
+            release(self.path, self._identity)  # only our own socket: another master may own the name now
+            self._identity = None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
