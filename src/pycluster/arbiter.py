@@ -23,6 +23,7 @@ from .config import RunConfig, resolve_workers
 from .errors import EXIT_BOOT, EXIT_OK
 from .logs import LogBook
 from .primary import POLICY_BY_NAME, PrimaryWorker
+from .watchdogs import HeartbeatCheck, MemoryCheck, memory_warning
 
 if TYPE_CHECKING:
     import asyncio
@@ -107,7 +108,6 @@ class Arbiter:
         self.booting: dict[int, asyncio.Future] = {}  # reload replacements, by worker id
         self.notify = None  # systemd hooks (issue: operations)
         self.tasks: set[asyncio.Task] = set()  # tasks the master owns (keep_task)
-        from .watchdogs import HeartbeatCheck, MemoryCheck
         self.heartbeats = HeartbeatCheck(self)
         self.memory = MemoryCheck(self)
 
@@ -369,8 +369,8 @@ class Arbiter:
         try:
             new, failure = await _boot_replacement(self, generation)
             if failure is not None:
-                if self.state != "stopping":
-                    self.logs.master(f"replacement failed: {failure}")
+                self.logs.master(f"replacement abandoned: {failure}" if self.state == "stopping"
+                                 else f"replacement failed: {failure}")
                 return
             # While it booted the slot may have been scaled away, reloaded, or the cluster stopped:
             # a replacement nobody tracks would serve on, outside every reload and stop.
@@ -639,7 +639,6 @@ class Arbiter:
     # -- status -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         from .stats import sample
-        from .watchdogs import memory_warning
         workers = []
         for index in sorted(self.slots):
             slot = self.slots[index]

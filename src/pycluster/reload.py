@@ -103,6 +103,7 @@ async def _roll(arbiter, generation: int, progress: _Progress | None) -> dict:
             slot = pending[0]
             new, failure = await _boot_replacement(arbiter, generation)
             if failure is not None and arbiter.state == "stopping":
+                arbiter.logs.master(f"reload interrupted (the cluster is stopping): {failure}")
                 return _result(False, "the reload was interrupted (the cluster is stopping)", generation,
                                replaced, total, started)
             if failure is not None:
