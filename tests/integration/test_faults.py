@@ -29,6 +29,10 @@ otherwise), breaks something on purpose and checks an exact criterion:
    all of the newest generation, serving, no untracked child.
 9. 20 consecutive reloads: the master's fd and thread counts return to the
    baseline and its RSS grows < 5 MiB.
+10. The whole group SIGSTOPped (``docker pause``) for 3 x ``--timeout``: on
+    resume no healthy worker is aborted (the master notices its own late tick).
+11. A ``reload --wait`` client that hangs up after the first progress line:
+    the reload still replaces every worker.
 
 Waits are condition polls with deadlines; nothing sleeps for synchronisation.
 """

@@ -4,7 +4,10 @@ Rolling reload under keep-alive load (rr and none) loses no request; a reload
 whose new code cannot boot keeps the old generation; a second concurrent
 reload is refused; ``--timeout`` aborts a worker whose asyncio loop is blocked
 (faulthandler stack in ``pycluster logs``) and replaces it; ``--max-memory``
-replaces a bloated worker without failing requests; sd_notify messages
+replaces a bloated worker without failing requests; a stop while a replacement
+boots (reload or ``--max-memory``) finishes, a replacement whose slot was
+scaled away is stopped, and a ``--max-memory`` below the app's footprint is
+warned about once and stops replacing; sd_notify messages
 (READY / RELOADING / STOPPING / WATCHDOG) reach a real NOTIFY_SOCKET; socket
 activation through the real ``systemd-socket-activate``; ``--daemon`` with
 ``--pidfile``.
@@ -447,7 +450,7 @@ def test_daemon_returns_when_ready_and_pidfile_is_exclusive(pyc, free_port):
 # -- 8. stop, scale and --max-memory racing a booting replacement (issue 12, items 4, 6, 23) ---------
 
 # OPS_APP whose import takes BOOT_DELAY seconds and does not heed SIGTERM meanwhile (a slow C
-# extension, say): a replacement still booting when the cluster stops is the last worker to go.
+# extension, say): a replacement still booting when the cluster stops leaves after the old worker.
 SLOW_OPS = """
     import os
     import signal
@@ -477,7 +480,7 @@ def test_stop_during_a_reload_finishes_while_a_replacement_boots(pyc, free_port)
     assert master.status()["state"] == "reloading"
     reply = master.request({"cmd": "stop"})
     assert reply["ok"], reply
-    # The replacement ignores SIGTERM while it boots: SIGKILLed after --graceful-timeout 2.
+    # The replacement leaves once its boot is over (or is SIGKILLed after --graceful-timeout 2).
     assert master.wait_exit(10) == 0, master.output()
     assert not master.control.exists()
 
