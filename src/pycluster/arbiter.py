@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from .config import RunConfig, resolve_workers
 from .errors import EXIT_BOOT, EXIT_OK
 from .logs import LogBook
 from .primary import POLICY_BY_NAME, PrimaryWorker, _credentials, exec_refused
+from .watchdogs import HeartbeatCheck, MemoryCheck, memory_warning
 
 if TYPE_CHECKING:
     import asyncio
@@ -54,7 +56,8 @@ class Slot:
     """A place for one worker; survives its restarts."""
 
     __slots__ = ("index", "worker", "restarts", "fails", "started", "ready", "retry", "last_exit",
-                 "generation", "boot_timer", "replacing", "deferred", "launching")
+                 "generation", "boot_timer", "replacing", "deferred", "launching", "memory_fresh",
+                 "memory_hold")
 
     def __init__(self, index: int):
         self.index = index
@@ -70,6 +73,8 @@ class Slot:
         self.replacing = False
         self.deferred = False  # waits for the first worker of the first generation
         self.launching: asyncio.Task | None = None  # --preload: waits for the fork server's reply
+        self.memory_fresh: int | None = None  # a --max-memory replacement not yet seen under the limit
+        self.memory_hold: tuple | None = None  # (worker id, limit, rss): not replaced for memory (watchdogs)
 
 
 class Arbiter:
@@ -105,6 +110,9 @@ class Arbiter:
         self.boot_failure: str | None = None
         self.booting: dict[int, asyncio.Future] = {}  # reload replacements, by worker id
         self.notify = None  # systemd hooks (issue: operations)
+        self.tasks: set[asyncio.Task] = set()  # tasks the master owns (keep_task)
+        self.heartbeats = HeartbeatCheck(self)
+        self.memory = MemoryCheck(self)
 
     # -- setup ----------------------------------------------------------------
     def configure_engine(self) -> None:
@@ -174,12 +182,12 @@ class Arbiter:
             self.start_workers()
             if not self.cfg.preload:
                 self.loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
-            if self.cfg.timeout:
-                self.loop.call_later(self.cfg.timeout / 4, self._check_heartbeats)
-            if self.cfg.max_memory:
-                self.loop.call_later(1.0, self._check_memory)
+            self.heartbeats.start()
+            self.memory.start()
             return await self.done
         finally:
+            self.heartbeats.cancel()
+            self.memory.cancel()
             for signum in _SIGNALS:
                 self.loop.remove_signal_handler(signum)
             if os.getpid() == 1 or self.cfg.preload:
@@ -417,6 +425,7 @@ class Arbiter:
         slot.started = time.monotonic()
         slot.generation = generation or self.reload_generation or self.generation
         self.by_worker[worker.id] = slot
+        worker.heartbeat_timeout = self.cfg.timeout  # what worker_env asked of it (watchdogs)
         self.stderr_tails[worker.id] = deque(maxlen=STDERR_TAIL)
         if self.loop is not None:
             self.logs.attach(worker, self.loop, self.stderr_tails[worker.id])
@@ -430,60 +439,50 @@ class Arbiter:
             env["PYCLUSTER_HEARTBEAT"] = str(self.cfg.timeout)
         return env
 
-    def _check_heartbeats(self) -> None:
-        """--timeout: abort (stack to the log), then kill, a silent worker."""
-        if self.state == "stopping":
-            return
-        timeout = self.cfg.timeout
-        now = self.loop.time()
-        for worker in list(cluster.workers.values()):
-            if worker.is_dead() or not worker.is_connected() or getattr(worker, "_aborted", False):
-                continue
-            last = worker.last_heartbeat
-            if last is None:
-                worker.last_heartbeat = last = now  # starts counting at its first check
-            if now - last > timeout:
-                worker._aborted = True
-                self.logs.master(f"worker {worker.id} (pid {worker.pid}) sent no heartbeat for"
-                                 f" {now - last:.1f}s (--timeout {timeout:g}); aborting it")
-                worker.signal("SIGABRT")
-                self.loop.call_later(1.0, self._kill_late, worker)
-        if timeout:
-            self.loop.call_later(timeout / 4, self._check_heartbeats)
+    def keep_task(self, coro: Any, what: str) -> asyncio.Task:
+        """Run ``coro`` as a task the master owns: kept until it ends, its failure logged."""
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
 
-    def _check_memory(self) -> None:
-        """--max-memory: replace a worker over the limit, new one ready first."""
-        if self.state == "stopping":
-            return
-        if not self.cfg.max_memory:
-            return  # switched off by a reload
-        from .stats import sample
-        for slot in list(self.slots.values()):
-            worker = slot.worker
-            if worker is None or not slot.ready or getattr(slot, "replacing", False):
-                continue
-            _cpu, rss = sample(worker.pid)
-            if rss is not None and rss > self.cfg.max_memory:
-                self.logs.master(f"worker {worker.id} (pid {worker.pid}) uses {rss // 2**20} MiB, over"
-                                 f" --max-memory {self.cfg.max_memory // 2**20} MiB; replacing it")
-                self.loop.create_task(self._replace(slot))
-        self.loop.call_later(1.0, self._check_memory)
+        def done(task: asyncio.Task) -> None:
+            self.tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+                self.logs.master(f"{what} failed: {exc!r}\n{trace}")
+
+        task.add_done_callback(done)
+        return task
 
     async def _replace(self, slot: Slot) -> None:
+        """--max-memory: replace the slot's worker, the new one ready first."""
         from .reload import _boot_replacement
-        slot.replacing = True  # type: ignore[attr-defined]
+        slot.replacing = True
+        generation = slot.generation
         try:
-            new, failure = await _boot_replacement(self, slot.generation)
+            new, failure = await _boot_replacement(self, generation)
             if failure is not None:
-                self.logs.master(f"replacement failed: {failure}")
+                self.logs.master(f"replacement abandoned: {failure}" if self.state == "stopping"
+                                 else f"replacement failed: {failure}")
+                return
+            # While it booted the slot may have been scaled away, reloaded, or the cluster stopped:
+            # a replacement nobody tracks would serve on, outside every reload and stop.
+            why = ("the cluster is stopping" if self.state == "stopping"
+                   else f"slot {slot.index} was scaled away" if self.slots.get(slot.index) is not slot
+                   else f"slot {slot.index} was reloaded meanwhile" if slot.generation != generation
+                   else None)
+            if why is not None:
+                self.logs.master(f"worker {new.id} (pid {new.pid}) is no longer wanted ({why}); stopping it")
+                self.retire_worker(new)
                 return
             old = slot.worker
-            self.adopt(slot, new, slot.generation)
+            self.adopt(slot, new, generation)
             slot.restarts += 1
+            slot.memory_fresh = new.id
             if old is not None:
                 self.retire_worker(old)
         finally:
-            slot.replacing = False  # type: ignore[attr-defined]
+            slot.replacing = False
 
     def is_ready(self, worker: PrimaryWorker) -> bool:
         keys = {h.key for h in self.engine.master_listeners}
@@ -587,10 +586,8 @@ class Arbiter:
         if any(old[k] != fresh.values[k] for k in NEXT_GENERATION_KEYS):
             uid, gid = _uid_gid(fresh)
             cluster.setup_primary(uid=uid, gid=gid, cwd=fresh.chdir or None)
-        if self.cfg.timeout and not old["timeout"]:
-            self.loop.call_later(self.cfg.timeout / 4, self._check_heartbeats)
-        if self.cfg.max_memory and not old["max_memory"]:
-            self.loop.call_later(1.0, self._check_memory)
+        self.heartbeats.start()  # no-ops when already ticking or switched off
+        self.memory.start()
         if fresh.values["workers"] != self.config_workers:
             self.scale_after_reload = fresh.values["workers"]
         notes = [f"{key} changed in the config: it takes effect when the master restarts"
@@ -605,6 +602,7 @@ class Arbiter:
             self.logs.detach(worker)
             if not pending.done():
                 pending.set_result(False)
+            self._maybe_finished()  # a stop may have been waiting for this one only
             return
         slot = self.by_worker.pop(worker.id, None)
         self.logs.detach(worker)
@@ -757,7 +755,7 @@ class Arbiter:
                 "generation": slot.generation, "state": self.slot_state(slot),
                 "uptime_s": round(time.monotonic() - slot.started, 3) if worker is not None else 0.0,
                 "restarts": slot.restarts, "connections": conns, "cpu_percent": cpu, "rss_bytes": rss,
-                "last_exit": slot.last_exit,
+                "last_exit": slot.last_exit, "warning": memory_warning(slot, self.cfg.max_memory),
             })
         return {
             "name": self.name, "pid": os.getpid(), "version": self.version, "state": self.state,

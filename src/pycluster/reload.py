@@ -6,6 +6,10 @@ wait until it is ready (``boot_timeout``), take the old worker out of
 rotation and stop it gracefully. A replacement that dies or times out
 aborts the reload: it is killed, the old workers keep serving, and the
 caller gets the replacement's stderr tail. One reload at a time.
+
+The reload is a task the master owns, not part of the control request that
+asked for it: a ``reload --wait`` client that hangs up (or is cut off) stops
+getting progress lines, and the reload runs on to its end.
 """
 
 from __future__ import annotations
@@ -30,18 +34,43 @@ async def rolling_reload(arbiter, *, wait: bool, writer: Any) -> Any:
     generation = arbiter.generation + 1
     if arbiter.notify is not None:
         arbiter.notify.reloading(arbiter)
-    task = asyncio.ensure_future(_roll(arbiter, generation, writer if wait else None))
+    task = arbiter.keep_task(_roll(arbiter, generation, _Progress(writer) if wait else None),
+                             f"the reload to generation {generation}")
     if not wait:
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         return {"generation": generation, "started": True, "notes": notes}
-    result = await task
+    try:
+        result = await asyncio.shield(task)  # cancelling this request leaves the reload running
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - logged with its traceback by keep_task
+        raise RequestError("internal", f"the reload failed: {exc!r} (traceback in the master's log)") from None
     result["notes"] = notes
     if not result["ok"]:
         raise RequestError("reload_failed", result["message"])
     return result
 
 
-async def _roll(arbiter, generation: int, progress: Any) -> dict:
+class _Progress:
+    """``reload --wait``'s progress lines. Written, never awaited: the reload
+    neither waits for its client nor stops with it (a client gone quiet gets
+    no more lines; there are only as many as workers)."""
+
+    def __init__(self, writer: Any):
+        self.writer = writer
+
+    def report(self, progress: dict) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        try:
+            if writer.is_closing():
+                raise ConnectionError("the client hung up")
+            writer.write(protocol.ok({"progress": progress}))
+        except (ConnectionError, OSError, RuntimeError):
+            self.writer = None
+
+
+async def _roll(arbiter, generation: int, progress: _Progress | None) -> dict:
     """Replace every slot of an older generation, one at a time. The set of
     slots is looked at afresh for each: a scale during the reload adds slots
     that start on the new code (and need no replacement) or removes slots
@@ -71,6 +100,10 @@ async def _roll(arbiter, generation: int, progress: Any) -> dict:
                 break
             slot = pending[0]
             new, failure = await _boot_replacement(arbiter, generation)
+            if failure is not None and arbiter.state == "stopping":
+                arbiter.logs.master(f"reload interrupted (the cluster is stopping): {failure}")
+                return _result(False, "the reload was interrupted (the cluster is stopping)", generation,
+                               replaced, total, started)
             if failure is not None:
                 arbiter.logs.master(f"reload aborted: {failure}; generation {arbiter.generation} keeps serving")
                 return _result(False, failure, generation, replaced, total, started)
@@ -87,9 +120,7 @@ async def _roll(arbiter, generation: int, progress: Any) -> dict:
                 arbiter.retire_worker(old)
             replaced += 1
             if progress is not None:
-                progress.write(protocol.ok({"progress": {"replaced": replaced, "total": total,
-                                                         "worker": new.id, "pid": new.pid}}))
-                await progress.drain()
+                progress.report({"replaced": replaced, "total": total, "worker": new.id, "pid": new.pid})
         arbiter.generation = generation
         ok = True
         if arbiter.scale_after_reload is not None:
@@ -124,10 +155,13 @@ async def _roll(arbiter, generation: int, progress: Any) -> dict:
 async def _boot_replacement(arbiter, generation: int) -> tuple[Any, str | None]:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future = loop.create_future()
+    if arbiter.state == "stopping":
+        return None, "the cluster is stopping"
     try:
         worker = await arbiter.fork_worker(arbiter.worker_env())
     except OSError as exc:
         return None, f"cannot start a new worker: {exc}"
+    worker.heartbeat_timeout = arbiter.cfg.timeout  # what worker_env asked of it (watchdogs)
     tail: deque = deque(maxlen=20)
     arbiter.stderr_tails[worker.id] = tail
     arbiter.logs.attach(worker, loop, tail)

@@ -4,7 +4,10 @@ Rolling reload under keep-alive load (rr and none) loses no request; a reload
 whose new code cannot boot keeps the old generation; a second concurrent
 reload is refused; ``--timeout`` aborts a worker whose asyncio loop is blocked
 (faulthandler stack in ``pycluster logs``) and replaces it; ``--max-memory``
-replaces a bloated worker without failing requests; sd_notify messages
+replaces a bloated worker without failing requests; a stop while a replacement
+boots (reload or ``--max-memory``) finishes, a replacement whose slot was
+scaled away is stopped, and a ``--max-memory`` below the app's footprint is
+warned about once and stops replacing; sd_notify messages
 (READY / RELOADING / STOPPING / WATCHDOG) reach a real NOTIFY_SOCKET; socket
 activation through the real ``systemd-socket-activate``; ``--daemon`` with
 ``--pidfile``.
@@ -22,7 +25,7 @@ import time
 
 import pytest
 
-from cli_support import CLI, ThreadedLoad, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
+from cli_support import CLI, ThreadedLoad, group_pids, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -480,3 +483,84 @@ def test_daemon_returns_when_ready_and_pidfile_is_exclusive(pyc, free_port):
                 os.killpg(os.getpgid(daemon_pid), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+# -- 8. stop, scale and --max-memory racing a booting replacement (issue 12, items 4, 6, 23) ---------
+
+# OPS_APP whose import takes BOOT_DELAY seconds and does not heed SIGTERM meanwhile (a slow C
+# extension, say): a replacement still booting when the cluster stops leaves after the old worker.
+SLOW_OPS = """
+    import os
+    import signal
+    import time
+
+    _heed = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(float(os.environ.get("BOOT_DELAY", "0")))
+    signal.signal(signal.SIGTERM, _heed)
+
+    from opsapp import main
+"""
+
+
+def slow_ops_master(pyc, port: int, *args: str, delay: float = 1.5):
+    pyc.write("opsapp.py", OPS_APP)
+    pyc.write("slowops.py", SLOW_OPS)
+    master = pyc.start("slowops:main", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2", *args,
+                       env={"BOOT_DELAY": delay})
+    master.wait_ready(20)
+    return master
+
+
+def test_stop_during_a_reload_finishes_while_a_replacement_boots(pyc, free_port):
+    master = slow_ops_master(pyc, free_port, "-w", "1")
+    reply = master.request({"cmd": "reload", "wait": False})
+    assert reply["ok"], reply
+    assert master.status()["state"] == "reloading"
+    reply = master.request({"cmd": "stop"})
+    assert reply["ok"], reply
+    # The replacement leaves once its boot is over (or is SIGKILLed after --graceful-timeout 2).
+    assert master.wait_exit(10) == 0, master.output()
+    assert not master.control.exists()
+
+
+def test_stop_during_a_max_memory_replacement_finishes(pyc, free_port):
+    master = slow_ops_master(pyc, free_port, "-w", "1", "--max-memory", "100M")
+    code, _body = get(free_port, "/grow")
+    assert code == 200
+    master.wait_line(r"over --max-memory 100 MiB; replacing it", 10)
+    reply = master.request({"cmd": "stop"})
+    assert reply["ok"], reply
+    assert master.wait_exit(10) == 0, master.output()
+
+
+def test_max_memory_replacement_racing_a_scale_down_leaves_no_untracked_worker(pyc, free_port):
+    master = slow_ops_master(pyc, free_port, "-w", "1", "--max-memory", "100M")
+    code, _body = get(free_port, "/grow")
+    assert code == 200
+    master.wait_line(r"over --max-memory 100 MiB; replacing it", 10)
+    reply = master.request({"cmd": "scale", "workers": 0})
+    assert reply["ok"], reply
+    # The replacement finishes booting into a slot that no longer exists: it must go too.
+    wait_until(lambda: group_pids(master.pid) == [master.pid], 15, "no process but the master",
+               lambda: f"processes {group_pids(master.pid)}, status {master.status()}\n{master.output()}")
+    st = master.status()
+    assert st["workers"] == [] and st["workers_wanted"] == 0, st
+    master.wait_line(r"no longer wanted", 5)
+
+
+def test_max_memory_below_the_apps_footprint_warns_and_stops_replacing(pyc, free_port):
+    master = pyc.start(HELLO, "-w", "1", "-b", f"127.0.0.1:{free_port}", "--max-memory", "1M")
+    master.wait_ready()
+    line = master.wait_line(r"worker \d+ \(pid \d+\) uses (\d+) MiB at its start, over --max-memory 1 MiB", 15)
+    assert int(line.group(1)) > 1, line.group(0)
+    st = master.wait_status(lambda st: st["workers"][0]["warning"], 5, "the warning in the status")
+    worker = st["workers"][0]
+    assert "--max-memory" in worker["warning"] and worker["restarts"] <= 1, worker
+    # No more replacements: the same worker keeps serving over a few checks (one a second).
+    end = time.monotonic() + 2.5
+    while time.monotonic() < end:
+        now = master.status()["workers"][0]
+        assert (now["pid"], now["restarts"]) == (worker["pid"], worker["restarts"]), (worker, now)
+        time.sleep(0.1)
+    assert sum("at its start, over --max-memory" in line for line in master.stdout) == 1, master.output()
+    assert http_get(free_port)[0] == 200

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -20,6 +21,8 @@ from cli_support import http_get, json_app, pyc, unused_port, wait_until  # noqa
 pytestmark = pytest.mark.timeout(60)
 
 APP = json_app(facts='{"pid": os.getpid(), "color": os.environ.get("COLOR")}')
+SLOW_APP = json_app(facts='{"pid": os.getpid(), "color": os.environ.get("COLOR")}',
+                    prelude="import time\ntime.sleep(0.8)  # a slow boot: a reload of 2 takes > 1 s")
 
 
 free_port = unused_port
@@ -98,3 +101,34 @@ def test_manual_scale_survives_a_reload_and_bind_changes_wait_for_a_restart(pyc)
     assert http_get(port)[0] == 200
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", other), timeout=1).close()
+
+
+def test_a_reload_that_switches_the_heartbeat_timeout_off_or_on_aborts_no_worker(pyc):
+    """timeout 2 -> 0: the check stops judging at once; 0 -> 1: the workers started without
+    heartbeats are not judged while the (slow) reload replaces them."""
+    port = free_port()
+    pyc.write("colorapp.py", SLOW_APP)
+    pyc.write("pycluster.toml", config(port, 2, "blue", "timeout = 2\n"))
+    master = pyc.start()
+    master.wait_ready(20)
+
+    def settled_without_aborts(generation: int, seconds: float) -> dict:
+        status = master.wait_status(lambda s: s["generation"] == generation and len(serving(s)) == 2
+                                    and all(w["generation"] == generation for w in s["workers"]),
+                                    20, f"2 workers of generation {generation}")
+        pids = serving(status)
+        end = time.monotonic() + seconds  # a few heartbeat checks' worth of nothing happening
+        while time.monotonic() < end:
+            now = master.status()
+            assert serving(now) == pids and all(w["restarts"] == 0 for w in now["workers"]), master.output()
+            time.sleep(0.1)
+        assert not master.find_line("sent no heartbeat"), master.output()
+        return status
+
+    pyc.write("pycluster.toml", config(port, 2, "green"))  # timeout back to its default, 0
+    assert reload_and_wait(master.control)["ok"] is True
+    settled_without_aborts(2, 1.5)
+    pyc.write("pycluster.toml", config(port, 2, "red", "timeout = 1\n"))
+    assert reload_and_wait(master.control)["ok"] is True
+    settled_without_aborts(3, 1.5)
+    assert colors(port) == {"red"}
