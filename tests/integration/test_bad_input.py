@@ -68,14 +68,14 @@ def open_control_connections(pid: int, path: Path) -> int:
             continue
         if link.startswith("socket:["):
             inodes.add(link[8:-1])
-    count = 0
     with open("/proc/net/unix") as fh:
         next(fh)
-        for line in fh:
-            parts = line.split()
-            if len(parts) >= 8 and parts[7] == str(path) and parts[6] in inodes and parts[3] != "00010000":
-                count += 1
-    return count
+        rows = [parts for parts in (line.split() for line in fh) if len(parts) >= 8 and parts[6] in inodes]
+    # The control socket is bound under a private name in the same directory
+    # and renamed over the public one: accepted sockets carry the bound name.
+    names = {parts[7] for parts in rows if parts[3] == "00010000"
+             and (parts[7] == str(path) or os.path.dirname(parts[7]) == str(path.parent))}
+    return sum(1 for parts in rows if parts[7] in names and parts[3] != "00010000")
 
 
 def connect(path: Path, timeout: float = 5.0) -> socket.socket:

@@ -34,18 +34,12 @@ import time
 import pytest
 
 from cli_support import CLI, IDLE_APP, exchange, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
+from test_faults import rss
 
 pytestmark = pytest.mark.timeout(60)
 
 MiB = 2 ** 20
 
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def fd_count(pid: int) -> int:

@@ -135,7 +135,7 @@ def test_an_unprivileged_worker_reaches_nothing_of_the_masters(pyc, free_port, n
             os.unlink(etc_socket)
 
 
-SWAP = """
+UNIX_SOCKET_APP = """
 import os
 import socket
 import sys
@@ -144,7 +144,8 @@ import threading
 import pycluster as cluster
 from harness import deadline, must_call, report
 
-BASE = sys.argv[1]
+BASE, MOVE = sys.argv[1], sys.argv[2]
+PATH = os.path.join(BASE, "sub", "app.sock")
 
 if cluster.is_primary:
     deadline(20)
@@ -152,20 +153,25 @@ if cluster.is_primary:
 
     def on_listening(address):
         report(address=address.address)
-        # The attacker's move: swap the directory for a symlink to another one
-        # that holds a file of the same name.
-        os.rename(os.path.join(BASE, "sub"), os.path.join(BASE, "sub.old"))
-        os.symlink(os.path.join(BASE, "victim"), os.path.join(BASE, "sub"))
+        if MOVE == "swap-directory":
+            # Swap the directory for a symlink to another one that holds a
+            # file of the same name.
+            os.rename(os.path.join(BASE, "sub"), os.path.join(BASE, "sub.old"))
+            os.symlink(os.path.join(BASE, "victim"), os.path.join(BASE, "sub"))
+        else:  # someone else's file now stands where our socket was
+            os.unlink(PATH)
+            with open(PATH, "w") as f:
+                f.write("theirs")
         worker.disconnect()
 
     worker.on("listening", must_call(on_listening, 1))
     worker.on("exit", must_call(lambda code, signal: report(exit=[code, signal]), 1))
     cluster.run()
-    report(victim=sorted(os.listdir(os.path.join(BASE, "victim"))),
-           old=sorted(os.listdir(os.path.join(BASE, "sub.old"))))
+    report(**{name: sorted(os.listdir(os.path.join(BASE, name)))
+              for name in ("victim", "sub.old", "sub") if os.path.isdir(os.path.join(BASE, name))})
 else:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(os.path.join(BASE, "sub", "app.sock"))
+    sock.bind(PATH)
     sock.listen(8)
     threading.Event().wait()
 """
@@ -176,55 +182,21 @@ def test_the_primary_removes_a_unix_socket_only_where_it_made_it(run_script, tmp
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "app.sock").write_text("precious")
-    res = run_script(SWAP, timeout=30, args=(tmp_path,))
+    res = run_script(UNIX_SOCKET_APP, timeout=30, args=(tmp_path, "swap-directory"))
     assert res.returncode == 0, res.stderr
     assert res.report("address") == str(tmp_path / "sub" / "app.sock")
     assert res.report("exit") == [0, None]
     assert res.report("victim") == ["app.sock"], "the primary followed the swapped directory and deleted a file"
     assert (victim / "app.sock").read_text() == "precious"
-    assert res.report("old") == [], "the primary's socket files were left behind"
-
-
-UNIX_CLEANUP = """
-import os
-import socket
-import sys
-import threading
-
-import pycluster as cluster
-from harness import deadline, must_call, report
-
-PATH = sys.argv[1]
-
-if cluster.is_primary:
-    deadline(20)
-    worker = cluster.fork()
-
-    def on_listening(address):
-        # Someone else's file now stands where our socket was.
-        os.unlink(PATH)
-        with open(PATH, "w") as f:
-            f.write("theirs")
-        worker.disconnect()
-
-    worker.on("listening", must_call(on_listening, 1))
-    cluster.run()
-    report(left=sorted(os.listdir(os.path.dirname(PATH))))
-else:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(PATH)
-    sock.listen(8)
-    threading.Event().wait()
-"""
+    assert res.report("sub.old") == [], "the primary's socket files were left behind"
 
 
 def test_the_primary_never_removes_a_file_that_replaced_its_socket(run_script, tmp_path):
-    (tmp_path / "run").mkdir()
-    path = tmp_path / "run" / "app.sock"
-    res = run_script(UNIX_CLEANUP, timeout=30, args=(path,))
+    (tmp_path / "sub").mkdir()
+    res = run_script(UNIX_SOCKET_APP, timeout=30, args=(tmp_path, "replace-socket"))
     assert res.returncode == 0, res.stderr
-    assert path.read_text() == "theirs"
-    assert res.report("left") == ["app.sock"], res.report("left")
+    assert (tmp_path / "sub" / "app.sock").read_text() == "theirs"
+    assert res.report("sub") == ["app.sock"], res.report("sub")
 
 
 def test_listen_fd_of_a_number_the_worker_does_not_hold_is_ebadf(run_script):
