@@ -273,3 +273,13 @@ def test_reload_bar_counts_the_replaced_workers():
         bar.advance({"replaced": 2, "total": 2, "worker": 4, "pid": 124})
     final = render(bar.progress)
     assert "reload" in final and "━━━━" in final and "2/2" in final and "new worker 4 (pid 124) serving" in final
+
+
+def test_status_view_lists_the_workers_the_master_holds_back_from():
+    status = copy.deepcopy(STATUS)
+    reason = "uses 22 MiB at its start, over --max-memory 1 MiB: not replaced for memory (raise --max-memory)"
+    status["workers"][1]["warning"] = reason
+    text = render(status_view(status))
+    assert text.startswith(STATUS_SNAPSHOT)
+    assert text.splitlines()[-1] == f"worker 8: {reason}"
+    assert render(status_view(STATUS)) == STATUS_SNAPSHOT  # no warning, no extra lines

@@ -145,9 +145,16 @@ def worker_table(status: dict[str, Any], history: History | None = None, spark: 
     return table
 
 
+def warnings(status: dict[str, Any]) -> list[Text]:
+    """One line per worker the master holds back from (``warning`` in status)."""
+    return [Text(f"worker {_dash(w.get('id'))}: {w['warning']}", style="yellow")
+            for w in status.get("workers", []) if w.get("warning")]
+
+
 def status_view(status: dict[str, Any]) -> RenderableType:
     """What `pycluster status` prints."""
-    return Group(header(status), Text(""), worker_table(status))
+    notes = warnings(status)
+    return Group(header(status), Text(""), worker_table(status), *([Text("")] + notes if notes else []))
 
 
 # -- pycluster top -------------------------------------------------------------------------------------
