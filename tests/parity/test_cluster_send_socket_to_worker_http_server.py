@@ -61,8 +61,11 @@ if cluster.is_primary:
         report(exit=[code, signal])
         server.close()
 
-    threading.Thread(target=acceptor, daemon=True).start()
-    threading.Thread(target=client, daemon=True).start()
+    def start():  # on the loop: the acceptor hands the connection back to it
+        threading.Thread(target=acceptor, daemon=True).start()
+        threading.Thread(target=client, daemon=True).start()
+
+    worker.on("online", must_call(start, 1, "online"))
     worker.on("exit", must_call(on_exit, 1, "exit"))
     cluster.run()
 else:
