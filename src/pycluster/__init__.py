@@ -19,10 +19,11 @@ from __future__ import annotations
 import os as _os
 from typing import Any as _Any
 
-from .errors import ClusterError, ProtocolError, ChannelClosedError, AckTimeoutError, SettingsError, NotPrimaryError
-from .events import EventEmitter
-from ._common import SCHED_NONE, SCHED_RR, SCHED_REUSEPORT, POLICY_BY_NAME as _POLICY_BY_NAME
-from .worker import Address, Worker, WorkerState
+from .core.common import POLICY_BY_NAME as _POLICY_BY_NAME
+from .core.common import SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
+from .core.events import EventEmitter
+from .core.worker import Address, Worker, WorkerState
+from .errors import AckTimeoutError, ChannelClosedError, ClusterError, NotPrimaryError, ProtocolError, SettingsError
 
 __version__ = "0.1.0"
 
@@ -61,13 +62,13 @@ def _set_settings(merged: dict[str, _Any]) -> None:
 if is_primary:
     import sys as _sys
 
-    from .primary import Engine as _Engine
+    from .primary.engine import Engine as _Engine
 
     _engine = _Engine(_sys.modules[__name__])
     workers = _engine.workers
     _emitter = EventEmitter(loop_getter=lambda: _engine.loop, on_error=_engine._handler_failed)
 else:
-    from . import child as _child
+    from .child import runtime as _child
 
     _emitter = EventEmitter()
     worker = None if _preloading else _child.boot()
@@ -137,7 +138,7 @@ def listen(address: _Any = None, *, kind: str = "tcp", backlog: int = 2048,
         if spec is None:
             raise ValueError("listen() in the primary needs an address")
         return _engine.add_listener(spec, kind=kind).sock
-    from . import net
+    from .child import intercept as net
     return net.listen(address, kind=kind, backlog=backlog, fd=fd, exclusive_bind=exclusive)
 
 
@@ -145,11 +146,11 @@ def listeners() -> list[_Any]:
     """In a worker: a socket for each of the primary's listeners (``--bind``), in order."""
     if _engine is not None:
         return [handle.sock for handle in _engine.master_listeners]
-    from . import net
+    from .child import intercept as net
     return net.listeners()
 
 
 def exclusive() -> _Any:
     """Context manager: binds inside it stay local to this worker (not shared)."""
-    from . import net
+    from .child import intercept as net
     return net.exclusive()

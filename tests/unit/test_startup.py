@@ -6,7 +6,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from pycluster.cli import main
-from pycluster.worker import Address
+from pycluster.core.worker import Address
 
 
 def test_startup_writes_a_notify_unit_for_the_run_arguments(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import sys
 import click
 
 from .. import __version__
-from ..config import SETTINGS, Setting
+from ..master.config import SETTINGS, Setting
 
 EXIT_NO_MASTER = 3
 REQUEST_TIMEOUT = 10.0  # seconds a verb waits for the master's reply (then: exit 3, no master answers)
@@ -72,7 +72,8 @@ def _path_or_exit(name: str | None, control: str | None, missing_code: int = EXI
 
 
 def _call(path: str, request: dict, timeout: float = REQUEST_TIMEOUT) -> dict:
-    from ..control.client import NoMaster, UntrustedSocket, request as send
+    from ..control.client import NoMaster, UntrustedSocket
+    from ..control.client import request as send
     try:
         reply = send(path, request, timeout=timeout)
     except NoMaster as exc:  # nothing listens, or the master did not answer within `timeout`
@@ -253,7 +254,7 @@ def _fmt_log(entry: object) -> str:
 def _printable(text: str) -> str:
     """Control characters but line breaks shown, not obeyed (a master passes a
     worker's bytes along); a lone surrogate (valid JSON, not UTF-8) becomes '?'."""
-    from .._common import printable
+    from ..core.common import printable
     return "\n".join(map(printable, text.split("\n"))).encode("utf-8", "replace").decode("utf-8")
 
 
@@ -292,8 +293,8 @@ def list_cmd(as_json) -> None:
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED, required=True)
 def startup_cmd(user_unit, output, run_args) -> None:
     """Write a systemd unit (Type=notify) that runs `pycluster run RUN-ARGS...`."""
-    from .. import config
-    from ..startup import default_path, render
+    from ..master import config
+    from ..master.ops.startup import default_path, render
     args = list(run_args)
     target = next((a for a in args if ":" in a and not a.startswith("-") or a.endswith(".py")), None)
     try:

@@ -8,7 +8,8 @@ progress bar (tui.reload_bar); anywhere else each reply is a plain line.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import click
 

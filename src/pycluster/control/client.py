@@ -8,7 +8,8 @@ import os
 import socket
 import stat
 import struct
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import paths, protocol
 
@@ -94,7 +95,7 @@ def _connect(path: str, timeout: float) -> socket.socket:
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         s.close()
         raise NoMaster(f"no master answers on {path} ({exc.strerror})") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         s.close()
         raise NoAnswer(f"the master on {path} did not accept the connection within {timeout:g}s") from None
     except OSError:
@@ -115,7 +116,7 @@ def request(path: str, obj: dict[str, Any], timeout: float = 10.0) -> dict[str, 
             pass
         try:
             line = s.makefile("rb").readline(protocol.MAX_REQUEST * 64)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise NoAnswer(f"the master on {path} did not answer within {timeout:g}s"
                            " (it may be stopped or overloaded)") from None
         except ConnectionResetError:

@@ -15,8 +15,7 @@ import os
 import socket
 import struct
 
-from .. import commands
-from . import protocol
+from . import commands, protocol
 from .claim import ControlSocketInUse, claim, claim_with_identity, probe, release  # noqa: F401 (re-exported)
 
 MAX_CLIENTS = 32

@@ -51,7 +51,7 @@ class _Responses:
 class HelloProtocol(asyncio.Protocol):
     """Minimal HTTP/1.1: keep-alive, Connection: close, HTTP/1.0, Content-Length bodies."""
 
-    def __init__(self, app: "HelloServer"):
+    def __init__(self, app: HelloServer):
         self.app = app
         self.transport: asyncio.Transport | None = None
         self.buf = b""
