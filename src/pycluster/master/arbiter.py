@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pycluster as cluster
 
 from ..control import commands
-from ..errors import EXIT_BOOT, EXIT_OK
 from ..core.common import POLICY_BY_NAME
+from ..errors import EXIT_BOOT, EXIT_OK
 from ..primary.engine import PrimaryWorker, _credentials, exec_refused
 from .config import RunConfig, resolve_workers
 from .logs import LogBook
