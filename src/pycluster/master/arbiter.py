@@ -40,13 +40,6 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-# What a reload does with each re-read config key.
-LIVE_KEYS = ("env", "graceful_timeout", "boot_timeout", "timeout", "max_memory", "restart_delay",
-             "max_restart_delay", "min_uptime")
-NEXT_GENERATION_KEYS = ("user", "group", "chdir")
-RESTART_KEYS = ("bind", "policy", "preload", "app", "name", "daemon", "pidfile", "log_file", "control")
-
-
 def _uid_gid(cfg: Any) -> tuple[Any, Any]:
     def norm(v: Any) -> Any:
         return int(v) if isinstance(v, str) and v.isdigit() else v
@@ -562,40 +555,6 @@ class Arbiter:
         slot.fails = 0
         self.by_worker[worker.id] = slot
         self.logs.master(f"worker {worker.id} (pid {worker.pid}) ready (generation {generation})")
-
-    def reread_config(self) -> list[str]:
-        """Reload re-reads the config file first; a bad one aborts before any
-        worker is touched. Timeouts, limits and ``env`` apply at once;
-        ``user``, ``group`` and ``chdir`` to the new generation; a changed
-        ``workers`` scales the cluster once the reload is complete; what only
-        a new master can change (``bind``, ``policy``, ...) is reported and
-        kept. Returns those notes."""
-        from ..control.protocol import RequestError
-        from ..errors import SettingsError
-        from . import config
-        try:
-            fresh = config.load(self.cfg_flags, config_path=self.cfg_path)
-            for key in ("user", "group"):
-                if fresh.values[key] != self.cfg.values[key]:
-                    _credentials(*_uid_gid(fresh))  # an unknown user fails here, not at fork
-                    break
-        except (config.ConfigError, SettingsError) as exc:
-            raise RequestError("bad_config", f"reload aborted, config unchanged: {exc}") from None
-        old = dict(self.cfg.values)
-        for key in LIVE_KEYS + NEXT_GENERATION_KEYS:
-            self.cfg.values[key] = fresh.values[key]
-        if any(old[k] != fresh.values[k] for k in NEXT_GENERATION_KEYS):
-            uid, gid = _uid_gid(fresh)
-            cluster.setup_primary(uid=uid, gid=gid, cwd=fresh.chdir or None)
-        self.heartbeats.start()  # no-ops when already ticking or switched off
-        self.memory.start()
-        if fresh.values["workers"] != self.config_workers:
-            self.scale_after_reload = fresh.values["workers"]
-        notes = [f"{key} changed in the config: it takes effect when the master restarts"
-                 for key in RESTART_KEYS if fresh.values[key] != old[key]]
-        for note in notes:
-            self.logs.master(f"reload: {note}")
-        return notes
 
     def _on_exit(self, worker: PrimaryWorker, code: int | None, sig: str | None) -> None:
         pending = self.booting.get(worker.id)

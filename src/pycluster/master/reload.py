@@ -9,7 +9,9 @@ caller gets the replacement's stderr tail. One reload at a time.
 
 The reload is a task the master owns, not part of the control request that
 asked for it: a ``reload --wait`` client that hangs up (or is cut off) stops
-getting progress lines, and the reload runs on to its end.
+getting progress lines, and the reload runs on to its end. It knows nothing
+of the wire: it reports progress through a callback and ends with a
+:class:`ReloadResult`; ``control/commands/reload.py`` renders both.
 """
 
 from __future__ import annotations
@@ -17,161 +19,316 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
-from ..control import protocol
+import pycluster as cluster
+
 from ..control.protocol import RequestError
-from .config import resolve_workers
+from ..errors import SettingsError
+from ..primary.engine import PrimaryWorker, _credentials
+from . import config
+from .config import RunConfig, resolve_workers
+from .logs import LogBook
+
+STDERR_TAIL = 20
 
 
-async def rolling_reload(arbiter, *, wait: bool, writer: Any) -> Any:
-    if arbiter.state == "reloading":
-        raise RequestError("busy", "a reload is already running; wait for it to finish")
-    if arbiter.state != "running":
-        raise RequestError("not_running", f"cannot reload while the cluster is {arbiter.state}")
-    notes = arbiter.reread_config()  # raises RequestError("bad_config") before any worker is touched
-    arbiter.state = "reloading"
-    generation = arbiter.generation + 1
-    if arbiter.notify is not None:
-        arbiter.notify.reloading(arbiter)
-    task = arbiter.keep_task(_roll(arbiter, generation, _Progress(writer) if wait else None),
-                             f"the reload to generation {generation}")
-    if not wait:
-        return {"generation": generation, "started": True, "notes": notes}
+@dataclass(frozen=True)
+class Progress:
+    """One more slot runs the new generation."""
+
+    replaced: int
+    total: int
+    worker: int
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    message: str
+    generation: int
+    replaced: int
+    total: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)  # in field order: the control reply's key order
+
+
+# -- what the reload needs of the master (the Arbiter) ---------------------------------
+class _Check(Protocol):
+    def start(self) -> None: ...
+
+
+class _Slot(Protocol):
+    retry: asyncio.TimerHandle | None
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def worker(self) -> PrimaryWorker | None: ...
+    @property
+    def generation(self) -> int: ...
+
+
+class BootHost(Protocol):
+    """What booting one replacement (and waiting until it is ready) needs."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def cfg(self) -> RunConfig: ...
+    @property
+    def logs(self) -> LogBook: ...
+    @property
+    def stderr_tails(self) -> MutableMapping[int, deque[str]]: ...
+    @property
+    def booting(self) -> MutableMapping[int, asyncio.Future[bool]]: ...
+    async def fork_worker(self, env: dict[str, str]) -> PrimaryWorker: ...
+    def worker_env(self) -> dict[str, str]: ...
+
+
+class ReloadHost(BootHost, Protocol):
+    """The master's public face that a rolling reload uses."""
+
+    state: str
+    cfg: RunConfig
+    generation: int
+    reload_generation: int | None
+    scale_after_reload: Any
+    config_workers: Any
+    forkserver: Any
+
+    @property
+    def cfg_flags(self) -> Mapping[str, Any]: ...
+    @property
+    def cfg_path(self) -> str | None: ...
+    @property
+    def notify(self) -> Any: ...
+    @property
+    def wanted(self) -> int: ...
+    @property
+    def heartbeats(self) -> _Check: ...
+    @property
+    def memory(self) -> _Check: ...
+    @property
+    def slots(self) -> Mapping[int, _Slot]: ...
+    def keep_task(self, coro: Coroutine[Any, Any, ReloadResult], what: str) -> asyncio.Task[ReloadResult]: ...
+    def adopt(self, slot: Any, worker: PrimaryWorker, generation: int) -> None: ...
+    def retire_worker(self, worker: PrimaryWorker) -> None: ...
+    def scale(self, wanted: int) -> int: ...
+    def start_forkserver(self) -> Any: ...
+    def restart_forkserver(self) -> None: ...
+
+
+def _forkserver_call(host: ReloadHost, name: str) -> Any:
+    """The arbiter's fork-server ``ready`` / ``retire``. Bridge while the
+    arbiter is split (issue 11): its public name once it has one, else the
+    private one it has today. The lead deletes this at the merge."""
+    method = getattr(host, name, None) or getattr(host, "_" + name)
+    return method
+
+
+# -- the config ------------------------------------------------------------------------
+def reread_config(host: ReloadHost) -> tuple[str, ...]:
+    """Re-read the config file before any worker is touched; a bad one aborts
+    the reload (RequestError ``bad_config``) and changes nothing. Each key is
+    applied as the table says (``Setting.on_reload``): live keys at once,
+    next-generation keys to the workers started from now on (a changed
+    ``workers`` scales the cluster once the reload is complete), restart-only
+    keys kept and reported. Returns those notes."""
     try:
-        result = await asyncio.shield(task)  # cancelling this request leaves the reload running
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - logged with its traceback by keep_task
-        raise RequestError("internal", f"the reload failed: {exc!r} (traceback in the master's log)") from None
-    result["notes"] = notes
-    if not result["ok"]:
-        raise RequestError("reload_failed", result["message"])
-    return result
+        fresh = config.load(host.cfg_flags, config_path=host.cfg_path)
+        if config.uid_gid(fresh) != config.uid_gid(host.cfg):
+            _credentials(*config.uid_gid(fresh))  # an unknown user fails here, not at fork
+    except (config.ConfigError, SettingsError) as exc:
+        raise RequestError("bad_config", f"reload aborted, config unchanged: {exc}") from None
+    plan = config.plan_reload(host.cfg, fresh)
+    old, host.cfg = host.cfg, plan.config
+    if (config.uid_gid(old), old.chdir) != (config.uid_gid(fresh), fresh.chdir):
+        uid, gid = config.uid_gid(fresh)
+        cluster.setup_primary(uid=uid, gid=gid, cwd=fresh.chdir or None)
+    host.heartbeats.start()  # live timeouts and limits: no-ops when already ticking or switched off
+    host.memory.start()
+    if fresh.workers != host.config_workers:
+        host.scale_after_reload = fresh.workers
+    for note in plan.notes:
+        host.logs.master(f"reload: {note}")
+    return plan.notes
 
 
-class _Progress:
-    """``reload --wait``'s progress lines. Written, never awaited: the reload
-    neither waits for its client nor stops with it (a client gone quiet gets
-    no more lines; there are only as many as workers)."""
+# -- the reload --------------------------------------------------------------------------
+class RollingReload:
+    """One rolling reload: :meth:`start` re-reads the config and starts the
+    replacement task, which the master owns; :meth:`result` waits for its end.
+    ``on_progress`` is called once per replaced slot; it must not block."""
 
-    def __init__(self, writer: Any):
-        self.writer = writer
+    def __init__(self, host: ReloadHost, on_progress: Callable[[Progress], None] | None = None) -> None:
+        self.host = host
+        self.on_progress = on_progress
+        self.generation = host.generation + 1
+        self.notes: tuple[str, ...] = ()
+        self._task: asyncio.Task[ReloadResult] | None = None
+        self._started = 0.0
+        self._replaced = 0
+        self._total = 0
 
-    def report(self, progress: dict) -> None:
-        writer = self.writer
-        if writer is None:
+    def start(self) -> None:
+        """RequestError (``busy``, ``not_running``, ``bad_config``) when the reload cannot start."""
+        host = self.host
+        if host.state == "reloading":
+            raise RequestError("busy", "a reload is already running; wait for it to finish")
+        if host.state != "running":
+            raise RequestError("not_running", f"cannot reload while the cluster is {host.state}")
+        self.notes = reread_config(host)
+        host.state = "reloading"
+        self.generation = host.generation + 1
+        if host.notify is not None:
+            host.notify.reloading(host)
+        self._task = host.keep_task(self._roll(), f"the reload to generation {self.generation}")
+
+    async def result(self) -> ReloadResult:
+        """The outcome; cancelling the caller leaves the reload running."""
+        if self._task is None:
+            raise RuntimeError("the reload was not started")
+        return await asyncio.shield(self._task)
+
+    def _progress(self, worker: PrimaryWorker) -> None:
+        if self.on_progress is None:
             return
         try:
-            if writer.is_closing():
-                raise ConnectionError("the client hung up")
-            writer.write(protocol.ok({"progress": progress}))
-        except (ConnectionError, OSError, RuntimeError):
-            self.writer = None
+            self.on_progress(Progress(self._replaced, self._total, worker.id, worker.pid))
+        except Exception as exc:  # noqa: BLE001 - a reporter's failure must not stop the reload
+            self.on_progress = None
+            self.host.logs.master(f"reload: progress reporting failed: {exc!r}")
 
+    def _result(self, ok: bool, message: str) -> ReloadResult:
+        return ReloadResult(ok, message, self.generation, self._replaced, self._total,
+                            round(time.monotonic() - self._started, 3))
 
-async def _roll(arbiter, generation: int, progress: _Progress | None) -> dict:
-    """Replace every slot of an older generation, one at a time. The set of
-    slots is looked at afresh for each: a scale during the reload adds slots
-    that start on the new code (and need no replacement) or removes slots
-    (not replaced any more)."""
-    started = time.monotonic()
-    total = len(arbiter.slots)
-    replaced = 0
-    old_server = new_server = None
-    ok = False
-    try:
-        if arbiter.cfg.preload:
-            # --preload: the new code is imported once, by a new fork server.
-            new_server = arbiter.start_forkserver()
-            if not await arbiter._forkserver_ready(new_server):
-                failure = f"the new code failed to load: {new_server.error}"
-                arbiter.logs.master(f"reload aborted: {failure}; generation {arbiter.generation} keeps serving")
-                return _result(False, failure, generation, replaced, total, started)
-            old_server, arbiter.forkserver = arbiter.forkserver, new_server
-        arbiter.reload_generation = generation  # workers started from now on run the new code
-        while True:
-            if arbiter.state != "reloading":
-                return _result(False, "the reload was interrupted (the cluster is stopping)", generation,
-                               replaced, total, started)
-            pending = [arbiter.slots[i] for i in sorted(arbiter.slots) if arbiter.slots[i].generation < generation]
-            total = replaced + len(pending)
-            if not pending:
-                break
-            slot = pending[0]
-            new, failure = await _boot_replacement(arbiter, generation)
-            if failure is not None and arbiter.state == "stopping":
-                arbiter.logs.master(f"reload interrupted (the cluster is stopping): {failure}")
-                return _result(False, "the reload was interrupted (the cluster is stopping)", generation,
-                               replaced, total, started)
+    def _aborted(self, failure: str) -> str:
+        self.host.logs.master(f"reload aborted: {failure}; generation {self.host.generation} keeps serving")
+        return failure
+
+    async def _roll(self) -> ReloadResult:
+        host, generation = self.host, self.generation
+        self._started = time.monotonic()
+        self._total = len(host.slots)
+        old_server = new_server = None
+        ok = False
+        try:
+            if host.cfg.preload:
+                # --preload: the new code is imported once, by a new fork server.
+                new_server = host.start_forkserver()
+                if not await _forkserver_call(host, "forkserver_ready")(new_server):
+                    return self._result(False, self._aborted(f"the new code failed to load: {new_server.error}"))
+                old_server, host.forkserver = host.forkserver, new_server
+            host.reload_generation = generation  # workers started from now on run the new code
+            failure = await self._replace_all()
             if failure is not None:
-                arbiter.logs.master(f"reload aborted: {failure}; generation {arbiter.generation} keeps serving")
-                return _result(False, failure, generation, replaced, total, started)
-            if arbiter.slots.get(slot.index) is not slot or slot.generation >= generation:
+                return self._result(False, failure)
+            host.generation = generation
+            ok = True
+            self._scale()
+            host.logs.master(f"reload complete: generation {generation}, {self._replaced} workers replaced"
+                             f" in {time.monotonic() - self._started:.2f}s")
+            return self._result(True, "reloaded")
+        finally:
+            host.scale_after_reload = None
+            host.reload_generation = None
+            if old_server is not None:
+                self._settle_forkservers(old_server, new_server, ok)
+            if host.state == "reloading":
+                host.state = "running"
+            if host.notify is not None:
+                host.notify.ready(host)
+
+    async def _replace_all(self) -> str | None:
+        """Replace every slot of an older generation, one at a time; the failure, if any.
+        The set of slots is looked at afresh for each: a scale during the reload
+        adds slots that start on the new code (and need no replacement) or
+        removes slots (not replaced any more)."""
+        host, generation = self.host, self.generation
+        interrupted = "the reload was interrupted (the cluster is stopping)"
+        while True:
+            if host.state != "reloading":
+                return interrupted
+            pending = [host.slots[i] for i in sorted(host.slots) if host.slots[i].generation < generation]
+            self._total = self._replaced + len(pending)
+            if not pending:
+                return None
+            slot = pending[0]
+            new, failure = await boot_replacement(host, generation)
+            if failure is not None and host.state == "stopping":
+                host.logs.master(f"reload interrupted (the cluster is stopping): {failure}")
+                return interrupted
+            if failure is not None or new is None:
+                return self._aborted(failure or "no replacement")
+            if host.slots.get(slot.index) is not slot or slot.generation >= generation:
                 # Scaled away, or restarted on the new code, while the replacement booted.
-                arbiter.retire_worker(new)
+                host.retire_worker(new)
                 continue
             old = slot.worker
             if slot.retry is not None:
                 slot.retry.cancel()
                 slot.retry = None
-            arbiter.adopt(slot, new, generation)
+            host.adopt(slot, new, generation)
             if old is not None:
-                arbiter.retire_worker(old)
-            replaced += 1
-            if progress is not None:
-                progress.report({"replaced": replaced, "total": total, "worker": new.id, "pid": new.pid})
-        arbiter.generation = generation
-        ok = True
-        if arbiter.scale_after_reload is not None:
-            was = len(arbiter.slots)
-            arbiter.config_workers = arbiter.scale_after_reload
-            arbiter.scale(resolve_workers(arbiter.scale_after_reload))
-            if arbiter.wanted != was:
-                arbiter.logs.master(f"reload: workers {was} -> {arbiter.wanted} (the config changed)")
-        arbiter.logs.master(f"reload complete: generation {generation}, {replaced} workers replaced"
-                            f" in {time.monotonic() - started:.2f}s")
-        return _result(True, "reloaded", generation, replaced, total, started)
-    finally:
-        arbiter.scale_after_reload = None
-        arbiter.reload_generation = None
-        if old_server is not None:
-            if ok:
-                arbiter._retire_forkserver(old_server)
-            else:  # the old generation keeps serving: its restarts use its code
-                arbiter.forkserver = old_server
-                arbiter._retire_forkserver(new_server)
-                if not old_server.alive() and arbiter.state == "reloading":
-                    arbiter.logs.master(f"the fork server (pid {old_server.pid}) exited during the reload;"
-                                        f" starting a new one")
-                    arbiter._retire_forkserver(old_server)
-                    arbiter.restart_forkserver()
-        if arbiter.state == "reloading":
-            arbiter.state = "running"
-        if arbiter.notify is not None:
-            arbiter.notify.ready(arbiter)
+                host.retire_worker(old)
+            self._replaced += 1
+            self._progress(new)
+
+    def _scale(self) -> None:
+        """The config's new ``workers`` applies once the new generation is complete."""
+        host = self.host
+        if host.scale_after_reload is None:
+            return
+        was = len(host.slots)
+        host.config_workers = host.scale_after_reload
+        host.scale(resolve_workers(host.scale_after_reload))
+        if host.wanted != was:
+            host.logs.master(f"reload: workers {was} -> {host.wanted} (the config changed)")
+
+    def _settle_forkservers(self, old_server: Any, new_server: Any, ok: bool) -> None:
+        host = self.host
+        retire = _forkserver_call(host, "retire_forkserver")
+        if ok:
+            retire(old_server)
+            return
+        host.forkserver = old_server  # the old generation keeps serving: its restarts use its code
+        retire(new_server)
+        if not old_server.alive() and host.state == "reloading":
+            host.logs.master(f"the fork server (pid {old_server.pid}) exited during the reload; starting a new one")
+            retire(old_server)
+            host.restart_forkserver()
 
 
-async def _boot_replacement(arbiter, generation: int) -> tuple[Any, str | None]:
+async def boot_replacement(host: BootHost, generation: int) -> tuple[PrimaryWorker | None, str | None]:
+    """Start a worker and wait until it is ready (``boot_timeout``): (worker, None),
+    or (None, why) with its last stderr lines once it has been killed."""
     loop = asyncio.get_running_loop()
-    ready: asyncio.Future = loop.create_future()
-    if arbiter.state == "stopping":
+    ready: asyncio.Future[bool] = loop.create_future()
+    if host.state == "stopping":
         return None, "the cluster is stopping"
     try:
-        worker = await arbiter.fork_worker(arbiter.worker_env())
+        worker = await host.fork_worker(host.worker_env())
     except OSError as exc:
         return None, f"cannot start a new worker: {exc}"
-    worker.heartbeat_timeout = arbiter.cfg.timeout  # what worker_env asked of it (watchdogs)
-    tail: deque = deque(maxlen=20)
-    arbiter.stderr_tails[worker.id] = tail
-    arbiter.logs.attach(worker, loop, tail)
-    arbiter.booting[worker.id] = ready
+    worker.heartbeat_timeout = host.cfg.timeout  # type: ignore[attr-defined]  # what worker_env asked of it (watchdogs)
+    tail: deque[str] = deque(maxlen=STDERR_TAIL)
+    host.stderr_tails[worker.id] = tail
+    host.logs.attach(worker, loop, tail)
+    host.booting[worker.id] = ready
+    ok: bool | None
     try:
-        ok = await asyncio.wait_for(ready, arbiter.cfg.boot_timeout)
+        ok = await asyncio.wait_for(ready, host.cfg.boot_timeout)
     except asyncio.TimeoutError:
         ok = None
     finally:
-        arbiter.booting.pop(worker.id, None)
+        host.booting.pop(worker.id, None)
     if ok:
         return worker, None
     why = "was not ready in time" if ok is None else f"exited ({worker.signal_code or worker.exit_code})"
@@ -184,6 +341,5 @@ async def _boot_replacement(arbiter, generation: int) -> tuple[Any, str | None]:
     return None, message
 
 
-def _result(ok: bool, message: str, generation: int, replaced: int, total: int, started: float) -> dict:
-    return {"ok": ok, "message": message, "generation": generation, "replaced": replaced,
-            "total": total, "seconds": round(time.monotonic() - started, 3)}
+# The name arbiter._replace (--max-memory) imports today, typed as loosely as it was.
+_boot_replacement: Callable[..., Awaitable[tuple[Any, str | None]]] = boot_replacement
