@@ -9,7 +9,7 @@ import sys
 import click
 
 from .. import __version__
-from ..master.config import SETTINGS, Setting
+from ..master.config import SETTINGS, RunConfig, Setting
 
 EXIT_NO_MASTER = 3
 REQUEST_TIMEOUT = 10.0  # seconds a verb waits for the master's reply (then: exit 3, no master answers)
@@ -296,10 +296,12 @@ def startup_cmd(user_unit, output, run_args) -> None:
     from ..master import config
     from ..master.ops.startup import default_path, render
     args = list(run_args)
-    target = next((a for a in args if ":" in a and not a.startswith("-") or a.endswith(".py")), None)
     try:
-        cfg = config.load({"app": target}, environ={})
+        cfg = _run_config(args)
         name = cfg.name or config.default_name(cfg.app)
+    except click.UsageError as exc:
+        click.echo(f"pycluster: startup: the run arguments: {exc.format_message()}", err=True)
+        sys.exit(2)
     except config.ConfigError as exc:
         click.echo(f"pycluster: {exc}", err=True)
         sys.exit(2)
@@ -313,6 +315,18 @@ def startup_cmd(user_unit, output, run_args) -> None:
         fh.write(text)
     click.echo(f"wrote {path}; enable it with: systemctl {'--user ' if user_unit else ''}enable --now "
                f"{os.path.basename(path)}")
+
+
+def _run_config(args: list[str]) -> RunConfig:
+    """The settings ``pycluster run ARGS`` would run with, read by the run
+    command's own parser (a target after options, -c FILE, -n NAME...); the
+    environment is left out: the unit runs under systemd's. UsageError when
+    ``run`` would refuse the arguments, ConfigError for a bad value."""
+    from ..master import config
+    ctx = run_cmd.make_context("pycluster run", list(args))
+    flags = {key: value for key, value in ctx.params.items() if key not in ("target", "config_file")}
+    flags["app"] = ctx.params.get("target")
+    return config.load(flags, config_path=ctx.params.get("config_file"), environ={})
 
 
 if __name__ == "__main__":  # pragma: no cover
