@@ -51,6 +51,7 @@ class ControlServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # a client callback runs in its own task
         sock = writer.get_extra_info("socket")
         try:
             if len(self.clients) >= MAX_CLIENTS:
@@ -67,6 +68,10 @@ class ControlServer:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception as exc:  # noqa: BLE001 - habit 14: the client is told, the master keeps serving
+            message = commands.log_internal(self.arbiter, "the control server", exc)
+            if not writer.is_closing():
+                writer.write(protocol.error("internal", message))
         finally:
             self.clients.discard(task)
             self._readers.pop(writer, None)
