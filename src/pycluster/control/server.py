@@ -6,6 +6,10 @@ a peer whose uid (SO_PEERCRED) is neither ours nor root's is refused.
 Requests are bounded in size, read with a timeout, and the number of
 clients at once is capped. A leftover socket is replaced (claim.py) only
 after a connect() proves nobody listens on it, under a lock.
+
+Nothing a client sends or a command does escapes a connection's task: a bug
+becomes an ``internal`` error reply, its traceback goes to the master's log
+(``pycluster logs``, ``--log-file``), and the master keeps serving.
 """
 
 from __future__ import annotations
