@@ -7,18 +7,22 @@ worker, then the result; without ``wait`` the reply says the reload started.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ...errors import EXIT_FAILED, EXIT_OK
 from .. import protocol
+from ..client import Echo, call
 from ..protocol import RequestError
 
 if TYPE_CHECKING:
     from ...master.reload import Progress
 
 NAME = "reload"
-HELP = "Replace every worker with one running freshly loaded code, one at a time."
+HELP = "Rolling reload: replace every worker with freshly loaded code."
 
 
+# -- on the master ---------------------------------------------------------------------
 def validate(request: dict[str, Any]) -> dict[str, Any]:
     wait = request.get("wait", False)
     if not isinstance(wait, bool):
@@ -63,3 +67,34 @@ class ProgressLines:
                                                    "worker": progress.worker, "pid": progress.pid}}))
         except (ConnectionError, OSError, RuntimeError):
             self.writer = None
+# -- in the client ---------------------------------------------------------------------
+def request(wait: bool) -> dict[str, Any]:
+    return {"cmd": NAME, "wait": wait}
+
+
+def start(path: str, echo: Echo) -> None:
+    """``reload --no-wait``: start it and say which generation comes."""
+    result = call(path, request(False))
+    echo(f"reload to generation {result['generation']} started")
+    for note in result.get("notes") or ():
+        echo(f"note: {note}")
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    return (f"replaced {progress['replaced']}/{progress['total']}"
+            f" (worker {progress['worker']}, pid {progress['pid']})")
+
+
+def follow(replies: Iterable[dict[str, Any]], on_progress: Callable[[dict[str, Any]], None]) -> tuple[int, str]:
+    """Follow ``reload --wait``'s reply stream: (exit status, the outcome's message)."""
+    for reply in replies:
+        if not reply.get("ok"):
+            return EXIT_FAILED, f"pycluster: reload failed: {(reply.get('error') or {}).get('message')}"
+        result = reply.get("result") or {}
+        progress = result.get("progress")
+        if not progress:
+            notes = "".join(f"\nnote: {note}" for note in result.get("notes") or ())
+            return EXIT_OK, (f"reloaded: generation {result.get('generation')}, {result.get('replaced')} workers"
+                             f" in {result.get('seconds')}s{notes}")
+        on_progress(progress)
+    return EXIT_FAILED, "pycluster: the master closed the connection during the reload"
