@@ -16,6 +16,7 @@ listener for that address (round-robin hand-off by default).
 
 from __future__ import annotations
 
+import errno as _errno
 import os as _os
 from typing import Any as _Any
 
@@ -71,14 +72,23 @@ else:
     from .child import runtime as _child
 
     _emitter = EventEmitter()
-    worker = None if _preloading else _child.boot()
+    if not _preloading:
+        worker = _child.boot().worker
 
 
 def _boot_forked() -> None:
     """In a worker forked by the fork server: become worker N now."""
     global worker, _preloading
     _preloading = False
-    worker = _child.boot()
+    worker = _child.boot().worker
+
+
+def _interceptor() -> _Any:
+    """The worker's bind interception (ENOTCONN before the worker booted)."""
+    runtime = _child.current()
+    if runtime is None:
+        raise OSError(_errno.ENOTCONN, "not connected to a primary")
+    return runtime.interceptor
 
 on = _emitter.on
 once = _emitter.once
@@ -138,19 +148,17 @@ def listen(address: _Any = None, *, kind: str = "tcp", backlog: int = 2048,
         if spec is None:
             raise ValueError("listen() in the primary needs an address")
         return _engine.add_listener(spec, kind=kind).sock
-    from .child import intercept as net
-    return net.listen(address, kind=kind, backlog=backlog, fd=fd, exclusive_bind=exclusive)
+    return _interceptor().listen_address(address, kind=kind, backlog=backlog, fd=fd, exclusive_bind=exclusive)
 
 
 def listeners() -> list[_Any]:
     """In a worker: a socket for each of the primary's listeners (``--bind``), in order."""
     if _engine is not None:
         return [handle.sock for handle in _engine.master_listeners]
-    from .child import intercept as net
-    return net.listeners()
+    return _interceptor().primary_listeners()
 
 
 def exclusive() -> _Any:
     """Context manager: binds inside it stay local to this worker (not shared)."""
-    from .child import intercept as net
-    return net.exclusive()
+    from .child.intercept import exclusive as _exclusive
+    return _exclusive()

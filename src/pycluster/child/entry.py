@@ -9,17 +9,18 @@ the worker exits (0, or the int it returned); the master replaces it.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pycluster  # noqa: F401  - boots the worker side first
 from pycluster.child.runtime import announce_online
 
 
-def load(target: str):
+def load(target: str) -> Callable[[], Any] | None:
     if target.endswith(".py") or (os.sep in target and ":" not in target):
         return None
     module_name, sep, attr = target.partition(":")
@@ -38,7 +39,8 @@ def load(target: str):
             raise SystemExit(f"pycluster: {module_name!r} has no attribute {attr!r}") from None
     if not callable(obj):
         raise SystemExit(f"pycluster: {target!r} is not callable")
-    return obj
+    fn: Callable[[], Any] = obj
+    return fn
 
 
 def _report_import_error(target: str, exc: BaseException) -> None:
@@ -76,15 +78,16 @@ def main() -> int:
     return call(fn)
 
 
-def call(fn) -> int:
+def call(fn: Callable[[], Any]) -> int:
     """Run the app's callable (a coroutine function under asyncio); its exit code."""
     result = fn()
     if inspect.isawaitable(result):
+        import asyncio  # only for an async app: a worker's boot stays without asyncio
         result = asyncio.run(_await(result))
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
-async def _await(awaitable):
+async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 

@@ -18,51 +18,64 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
-from ..ipc.channel import KIND_INTERNAL
+from ..ipc.channel import KIND_INTERNAL, Channel
+from .loop import MiniLoop
+from .process import signal_main_thread
 
 _PROBE = signal.SIGRTMIN + 3
-_seen = {"main": time.monotonic(), "loop": time.monotonic()}
 
 
-def _main_alive(signum: int, frame: Any) -> None:
-    _seen["main"] = time.monotonic()
+class Heartbeat:
+    """Sends ``heartbeat`` to the master while the app's serving thread is alive.
 
+    ``app_loops()`` returns the running asyncio loops the app serves on (the
+    loops of its shared listeners), empty for an app without one.
+    """
 
-def _loop_alive() -> None:
-    _seen["loop"] = time.monotonic()
-
-
-def install_main_probe() -> None:
-    """Called in the main thread at boot."""
-    signal.signal(_PROBE, _main_alive)
-
-
-def start(worker: Any, timeout: float) -> None:
-    period = max(timeout / 4.0, 0.05)
-    loop = worker._loop
-
-    def tick() -> None:
-        if worker._channel.closed:
-            return
-        from . import intercept as net
+    def __init__(self, timeout: float, loop: MiniLoop, channel: Channel,
+                 app_loops: Callable[[], set[Any]]):
+        self.timeout = timeout
+        self.period = max(timeout / 4.0, 0.05)
+        self._loop = loop
+        self._channel = channel
+        self._app_loops = app_loops
         now = time.monotonic()
-        app_loops = {b.loop for b in list(net._registry.values())
-                     if b.loop is not None and b.loop.is_running() and not b.loop.is_closed()}
+        self.main_seen = now
+        self.loop_seen = now
+
+    def install_main_probe(self) -> None:
+        """Called in the main thread at boot."""
+        signal.signal(_PROBE, self._main_alive)
+
+    def start(self) -> None:
+        self._loop.call_soon_threadsafe(self._tick)
+
+    def _main_alive(self, signum: int, frame: FrameType | None) -> None:
+        self.main_seen = time.monotonic()
+
+    def _loop_alive(self) -> None:
+        self.loop_seen = time.monotonic()
+
+    def _tick(self) -> None:
+        if self._channel.closed:
+            return
+        if self.alive(time.monotonic()):
+            self._channel.send(KIND_INTERNAL, {"act": "heartbeat"})
+        self._loop.call_later(self.period, self._tick)
+
+    def alive(self, now: float) -> bool:
+        """Probe the serving thread (answered later) and judge it by the last answer."""
+        app_loops = self._app_loops()
         if app_loops:
             for app_loop in app_loops:
                 try:
-                    app_loop.call_soon_threadsafe(_loop_alive)
+                    app_loop.call_soon_threadsafe(self._loop_alive)
                 except RuntimeError:
                     pass
-            alive = now - _seen["loop"] < timeout
-        else:
-            from .runtime import signal_main_thread
-            signal_main_thread(_PROBE)  # must interrupt a main thread blocked in a syscall
-            alive = now - _seen["main"] < timeout
-        if alive:
-            worker._channel.send(KIND_INTERNAL, {"act": "heartbeat"})
-        loop.call_later(period, tick)
-
-    loop.call_soon_threadsafe(tick)
+            return now - self.loop_seen < self.timeout
+        signal_main_thread(_PROBE)  # must interrupt a main thread blocked in a syscall
+        return now - self.main_seen < self.timeout

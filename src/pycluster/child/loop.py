@@ -19,11 +19,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+_Callback = Callable[..., Any]
+
 
 class TimerHandle:
     __slots__ = ("when", "callback", "args", "cancelled")
 
-    def __init__(self, when: float, callback: Callable, args: tuple):
+    def __init__(self, when: float, callback: _Callback, args: tuple[Any, ...]):
         self.when = when
         self.callback = callback
         self.args = args
@@ -36,7 +38,7 @@ class TimerHandle:
 class MiniLoop:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
-        self._ready: deque[tuple[Callable, tuple]] = deque()
+        self._ready: deque[tuple[_Callback, tuple[Any, ...]]] = deque()
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._counter = itertools.count()
         self._lock = threading.Lock()
@@ -58,10 +60,10 @@ class MiniLoop:
     def is_running(self) -> bool:
         return self._thread_id is not None
 
-    def call_soon(self, callback: Callable, *args: Any) -> None:
+    def call_soon(self, callback: _Callback, *args: Any) -> None:
         self._ready.append((callback, args))
 
-    def call_soon_threadsafe(self, callback: Callable, *args: Any) -> None:
+    def call_soon_threadsafe(self, callback: _Callback, *args: Any) -> None:
         if self._closed:
             raise RuntimeError("loop is closed")
         self._ready.append((callback, args))  # deque.append is atomic
@@ -70,14 +72,14 @@ class MiniLoop:
         except (BlockingIOError, OSError):
             pass
 
-    def call_later(self, delay: float, callback: Callable, *args: Any) -> TimerHandle:
+    def call_later(self, delay: float, callback: _Callback, *args: Any) -> TimerHandle:
         handle = TimerHandle(time.monotonic() + delay, callback, args)
         heapq.heappush(self._timers, (handle.when, next(self._counter), handle))
         if threading.get_ident() != self._thread_id:
             self.call_soon_threadsafe(lambda: None)
         return handle
 
-    def _modify(self, fd: int, event: int, callback: Callable | None, args: tuple) -> None:
+    def _modify(self, fd: int, event: int, callback: _Callback | None, args: tuple[Any, ...]) -> None:
         try:
             key = self._selector.get_key(fd)
         except KeyError:
@@ -98,14 +100,14 @@ class MiniLoop:
         else:
             self._selector.unregister(fd)
 
-    def add_reader(self, fd: int, callback: Callable, *args: Any) -> None:
+    def add_reader(self, fd: int, callback: _Callback, *args: Any) -> None:
         self._modify(fd, selectors.EVENT_READ, callback, args)
 
     def remove_reader(self, fd: int) -> bool:
         self._modify(fd, selectors.EVENT_READ, None, ())
         return True
 
-    def add_writer(self, fd: int, callback: Callable, *args: Any) -> None:
+    def add_writer(self, fd: int, callback: _Callback, *args: Any) -> None:
         self._modify(fd, selectors.EVENT_WRITE, callback, args)
 
     def remove_writer(self, fd: int) -> bool:
