@@ -9,37 +9,16 @@ socket that never listens receives no connections.
 
 from __future__ import annotations
 
-import socket
+from typing import Any
 
-from ...core.worker import Address
+from .base import Member
+from .shared import SharedHandle
 
 
-class ReusePortHandle:
+class ReusePortHandle(SharedHandle):
     mode = "reuseport"
+    reuseport = True
 
-    def __init__(self, key: str, sock: socket.socket, address: Address, *, owned: bool = False):
-        self.key = key
-        self.sock = sock
-        self.address = address
-        self.owned = owned
-        self.workers: set[int] = set()
-        self.closed = False
-
-    def add(self, worker) -> tuple[dict, list[int]]:
+    def add(self, worker: Member) -> tuple[dict[str, Any], list[int]]:
         self.workers.add(worker.id)
         return {"mode": self.mode, "address": self.address.address, "port": self.address.port}, []
-
-    def activate(self, worker) -> None:
-        pass
-
-    def remove(self, worker) -> bool:
-        self.workers.discard(worker.id)
-        return not self.workers
-
-    def connections(self, worker) -> int | None:
-        return None
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.sock.close()

@@ -34,108 +34,83 @@ import fcntl
 import os
 import select
 import socket
-import struct
 import sys
-import termios
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ...core.worker import Address
+from ._lanes import (
+    CMSG,
+    FD,
+    FD_PACK,
+    INQ,
+    INT,
+    ONE,
+    RESOURCE_ERRNOS,
+    SCM_RIGHTS,
+    SOL_SOCKET,
+    ZERO,
+    Lane,
+    close_fd,
+    leave_rotation,
+    release_spare,
+    restore_spare,
+)
+from .base import Handle, Member
 
 if TYPE_CHECKING:
-    from ...core.sockets import UnixName
+    import asyncio
 
 
 def warn(message: str) -> None:
     """Where the hand-off path reports trouble (the CLI master points it at its log)."""
     sys.stderr.write(message + "\n")
 
-_ONE = [b"c"]
-_FD = struct.Struct("i")
-_FD_PACK = _FD.pack
-_CMSG = socket.CMSG_SPACE(_FD.size)
+
 _ACCEPT_BATCH = 64
 _MAX_QUEUE = 512
 _PAIRS = os.environ.get("PYCLUSTER_RR_PAIRS", "1") != "0"
-_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-_INQ = termios.FIONREAD
-_SOL_SOCKET = socket.SOL_SOCKET
-_SCM_RIGHTS = socket.SCM_RIGHTS
-_ZERO = bytes(4)
-_INT = struct.Struct("i")
-
-
-class _Lane:
-    __slots__ = ("worker_id", "a", "b", "bfd", "send", "handed", "since", "taken_seen", "active",
-                 "stalled")
-
-    def __init__(self, worker_id: int, a: socket.socket, b: socket.socket):
-        self.worker_id = worker_id
-        self.a = a
-        self.send = a.sendmsg
-        self.b = b
-        self.bfd = b.fileno()
-        self.handed = 0       # connections handed to this worker (and not taken back)
-        self.since = 0.0      # last time the worker was seen taking a connection
-        self.taken_seen = 0   # handed - waiting, at that time
-        self.active = False   # in rotation (the worker is listening)
-        self.stalled = False  # skipped until it takes what is waiting
-
-    def waiting(self) -> int:
-        """Hand-offs sitting in the lane, not yet taken by the worker."""
-        try:
-            return _INT.unpack(fcntl.ioctl(self.bfd, _INQ, _ZERO))[0]
-        except OSError:
-            return 0
-
-
-class RoundRobinHandle:
+class RoundRobinHandle(Handle):
     mode = "rr"
+    # Set before any worker listens (the engine attaches listeners bound before its loop existed).
+    loop: asyncio.AbstractEventLoop
 
-    def __init__(self, key: str, sock: socket.socket, address: Address, loop, *,
-                 owned: bool = False, window: int = 1, handoff_timeout: float = 5.0,
-                 unlink: UnixName | None = None):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        sock = self.sock
         sock.setblocking(False)
-        self._unlink = unlink
-        self.key = key
-        self.sock = sock
-        self.address = address
-        self.loop = loop
-        self.owned = owned
-        self.window = max(1, int(window))
-        self.handoff_timeout = handoff_timeout
-        self.lanes: dict[int, _Lane] = {}
-        self._rotation: list[_Lane] = []
+        self.window = max(1, int(self.tuning.window))
+        self.handoff_timeout = self.tuning.handoff_timeout
+        self.lanes: dict[int, Lane] = {}
+        self._rotation: list[Lane] = []
         self._cursor = 0
         self._queue: deque[int] = deque()
         self._reading = False
-        self._watchdog = None
-        self._retry = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._retry: asyncio.TimerHandle | None = None
         self._blind = 0  # hand-offs left to make without asking the lanes
         self._batch = False  # inside an accept batch: hand-offs may go in pairs
-        self._stick: _Lane | None = None  # where the second connection of a pair goes
+        self._stick: Lane | None = None  # where the second connection of a pair goes
         self._poller = select.poll()
         self._poller.register(sock.fileno(), select.POLLIN)
-        self.closed = False
         self.accepted = 0
         self._warned_at = -1e9
-        _restore_spare()
+        restore_spare()
 
     # -- the handle interface ---------------------------------------------
-    def add(self, worker) -> tuple[dict, list[int]]:
+    def add(self, worker: Member) -> tuple[dict[str, Any], list[int]]:
         old = self.lanes.get(worker.id)
         if old is not None:  # a second bind of the same key by the same worker
             return {"mode": self.mode}, [old.b.fileno()]
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         a.setblocking(False)
-        lane = _Lane(worker.id, a, b)
+        lane = Lane(worker.id, a, b)
         self.lanes[worker.id] = lane
         return {"mode": self.mode}, [b.fileno()]
 
-    def activate(self, worker) -> None:
+    def activate(self, worker: Member) -> None:
         """The worker called listen(): put its lane in rotation."""
         lane = self.lanes.get(worker.id)
         if lane is None or lane.active:
@@ -145,13 +120,13 @@ class RoundRobinHandle:
         self._drain_queue()
         self._start_reading()
 
-    def remove(self, worker) -> bool:
+    def remove(self, worker: Member) -> bool:
         lane = self.lanes.pop(worker.id, None)
         if lane is not None:
             self._retire(lane)
         return not self.lanes
 
-    def connections(self, worker) -> int | None:
+    def connections(self, worker: Member) -> int | None:
         lane = self.lanes.get(worker.id)
         return lane.handed if lane is not None else None
 
@@ -164,14 +139,14 @@ class RoundRobinHandle:
             self._retire(lane, requeue=False)
         self.lanes.clear()
         while self._queue:
-            _close(self._queue.popleft())  # no worker left: refuse (Node does too)
+            close_fd(self._queue.popleft())  # no worker left: refuse (Node does too)
         for timer in (self._watchdog, self._retry):
             if timer is not None:
                 timer.cancel()
         self._watchdog = self._retry = None
         self.sock.close()
-        if self._unlink is not None:
-            self._unlink.remove()
+        if self.unix_name is not None:
+            self.unix_name.remove()
 
     # -- accepting ---------------------------------------------------------
     def _start_reading(self) -> None:
@@ -193,7 +168,7 @@ class RoundRobinHandle:
             self._stick = None  # a pair never waits for the next wake-up
 
     def _accept_batch(self) -> None:
-        accept = self.sock._accept
+        accept = self.sock._accept  # type: ignore[attr-defined]  # a bare fd, no socket object
         queue = self._queue
         handoff = self._handoff
         more = self._poller.poll
@@ -211,7 +186,7 @@ class RoundRobinHandle:
             except OSError as exc:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue  # that client gave up; the listener is fine
-                if exc.errno in _RESOURCE_ERRNOS:
+                if exc.errno in RESOURCE_ERRNOS:
                     # Out of fds or memory: stop accepting for a moment so the
                     # loop (and the control socket) keep working, then retry.
                     now = time.monotonic()
@@ -243,7 +218,7 @@ class RoundRobinHandle:
             self._stick = None
             if stick.active and not stick.stalled:
                 try:
-                    stick.send(_ONE, [(_SOL_SOCKET, _SCM_RIGHTS, _FD_PACK(fd))])
+                    stick.send(ONE, [(SOL_SOCKET, SCM_RIGHTS, FD_PACK(fd))])
                 except OSError:
                     pass
                 else:
@@ -265,7 +240,7 @@ class RoundRobinHandle:
                 if not rotation[(start + i) % n].stalled:
                     return self._send(fd, rotation, start, i, n)
             return False
-        ioctl, inq, zero, unpack = fcntl.ioctl, _INQ, _ZERO, _INT.unpack
+        ioctl, inq, zero, unpack = fcntl.ioctl, INQ, ZERO, INT.unpack
         fallback = -1
         for i in range(n):
             lane = rotation[(start + i) % n]
@@ -286,10 +261,10 @@ class RoundRobinHandle:
         self._blind = 4 * n
         return self._send(fd, rotation, start, fallback, n)
 
-    def _send(self, fd: int, rotation: list, start: int, offset: int, n: int) -> bool:
+    def _send(self, fd: int, rotation: list[Lane], start: int, offset: int, n: int) -> bool:
         lane = rotation[(start + offset) % n]
         try:
-            lane.send(_ONE, [(_SOL_SOCKET, _SCM_RIGHTS, _FD_PACK(fd))])
+            lane.send(ONE, [(SOL_SOCKET, SCM_RIGHTS, FD_PACK(fd))])
         except OSError:
             return False  # full (EAGAIN) or going away: the caller queues it
         lane.handed += 1
@@ -363,7 +338,7 @@ class RoundRobinHandle:
         if busy and not self.closed:
             self._arm_watchdog()
 
-    def _reclaim(self, lane: _Lane, *, hand_on: bool = True) -> tuple[int, list[int]]:
+    def _reclaim(self, lane: Lane, *, hand_on: bool = True) -> tuple[int, list[int]]:
         """Take back the connections still queued in the lane (race-free: the
         kernel gives each queued message to exactly one reader). Each is handed
         to another worker at once when it can be (``hand_on``); returns how many
@@ -372,12 +347,12 @@ class RoundRobinHandle:
         the rest stay in the lane for the next try, never lost to MSG_CTRUNC."""
         count = 0
         left: list[int] = []
-        while _restore_spare():  # one descriptor is free for certain: the spare's
-            _release_spare()
+        while restore_spare():  # one descriptor is free for certain: the spare's
+            release_spare()
             try:
-                data, anc, flags, _ = lane.b.recvmsg(1, _CMSG, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+                data, anc, flags, _ = lane.b.recvmsg(1, CMSG, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
             except OSError:  # nothing queued (EAGAIN), or the lane is gone
-                _restore_spare()
+                restore_spare()
                 break
             if flags & socket.MSG_CTRUNC:
                 warn(f"pycluster: a connection on {self.address} was lost while taking it back"
@@ -385,7 +360,7 @@ class RoundRobinHandle:
             for level, ctype, cdata in anc:
                 if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
                     for i in range(0, len(cdata) - 3, 4):
-                        fd = _FD.unpack_from(cdata, i)[0]
+                        fd = FD.unpack_from(cdata, i)[0]
                         count += 1
                         if not (hand_on and not self._queue and self._handoff(fd)):
                             left.append(fd)
@@ -393,25 +368,14 @@ class RoundRobinHandle:
                 break
         return count, left
 
-    def _retire(self, lane: _Lane, requeue: bool = True) -> None:
+    def _retire(self, lane: Lane, requeue: bool = True) -> None:
         if lane.active:
             lane.active = False
-            try:
-                idx = self._rotation.index(lane)
-            except ValueError:
-                idx = -1
-            if idx >= 0:
-                del self._rotation[idx]
-                if idx < self._cursor:
-                    self._cursor -= 1
-                if self._rotation:
-                    self._cursor %= len(self._rotation)
-                else:
-                    self._cursor = 0
+            self._cursor = leave_rotation(self._rotation, lane, self._cursor)
         lane.a.close()  # the worker gets EOF; what it never took is still readable on b
         self._finish_retire(lane, requeue)
 
-    def _finish_retire(self, lane: _Lane, requeue: bool = True) -> None:
+    def _finish_retire(self, lane: Lane, requeue: bool = True) -> None:
         _count, taken = self._reclaim(lane, hand_on=requeue)
         if requeue:
             self._queue.extendleft(reversed(taken))
@@ -420,34 +384,10 @@ class RoundRobinHandle:
             self._drain_queue()
         else:
             for fd in taken:
-                _close(fd)
+                close_fd(fd)
         if requeue and not self.closed and lane.waiting():
             # Out of descriptors: take the rest back in a moment.
             self.loop.call_later(0.1, self._finish_retire, lane)
             return
         lane.b.close()
 
-
-_spare = [-1]  # a descriptor kept open so the master can always take one connection back
-
-
-def _release_spare() -> None:
-    if _spare[0] >= 0:
-        os.close(_spare[0])
-        _spare[0] = -1
-
-
-def _restore_spare() -> bool:
-    if _spare[0] < 0:
-        try:
-            _spare[0] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-    return True
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass

@@ -3,46 +3,25 @@ sends it to each worker, who use it directly (accept / recvfrom)."""
 
 from __future__ import annotations
 
-import socket
-from typing import TYPE_CHECKING
+from typing import Any
 
-from ...core.worker import Address
-
-if TYPE_CHECKING:
-    from ...core.sockets import UnixName
+from .base import Handle, Member
 
 
-class SharedHandle:
+class SharedHandle(Handle):
     mode = "shared"
 
-    def __init__(self, key: str, sock: socket.socket, address: Address, *,
-                 owned: bool = False, unlink: UnixName | None = None):
-        self.key = key
-        self.sock = sock
-        self.address = address
-        self.owned = owned  # a master listener: outlives its workers
-        self._unlink = unlink
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self.workers: set[int] = set()
-        self.closed = False
 
-    def add(self, worker) -> tuple[dict, list[int]]:
+    def add(self, worker: Member) -> tuple[dict[str, Any], list[int]]:
         self.workers.add(worker.id)
         return {"mode": self.mode}, [self.sock.fileno()]
 
-    def activate(self, worker) -> None:
+    def activate(self, worker: Member) -> None:
         """The worker is listening: nothing to do, it accepts by itself."""
 
-    def remove(self, worker) -> bool:
+    def remove(self, worker: Member) -> bool:
         self.workers.discard(worker.id)
         return not self.workers
-
-    def connections(self, worker) -> int | None:
-        return None  # the kernel picks the worker; we cannot count
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.sock.close()
-        if self._unlink is not None:
-            self._unlink.remove()
