@@ -17,7 +17,7 @@ from ..master.config import SETTINGS, RunConfig, Setting
 
 
 def _option(setting: Setting):
-    kwargs = {"help": setting.help, "default": None, "show_envvar": False}
+    kwargs: dict[str, Any] = {"help": setting.help, "default": None, "show_envvar": False}
     if setting.is_flag:
         kwargs["is_flag"] = True
     else:

@@ -126,7 +126,7 @@ def family_for_host(host: str | None, sock_type: int) -> tuple[int, tuple]:
     return fam, (sa[0],)
 
 
-def create_listener(family: int, sock_type: int, address: object, *,
+def create_listener(family: int, sock_type: int, address: str | tuple[Any, ...], *,
                     v6only: bool | None = None, backlog: int = DEFAULT_BACKLOG,
                     reuseport: bool = False, listen: bool = True) -> socket.socket:
     """Create, bind and (for streams) listen. TCP listeners get TCP_NODELAY,

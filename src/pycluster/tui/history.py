@@ -49,6 +49,7 @@ class History:
         for wid in set(self._last) - seen:  # replaced or retired workers
             self._last.pop(wid)
             self.samples.pop(wid, None)
+        series: deque[tuple[float, ...]]
         for series in (*self.samples.values(), self.totals):
             while series and series[0][0] < now - self.window:
                 series.popleft()

@@ -91,6 +91,7 @@ class PidFile:
             return
         fd, dir_fd = self.fd, self._dir_fd
         self.fd = self._dir_fd = None
+        assert dir_fd is not None  # both are set together
         try:
             if os.getpid() == self._pid and self._still_ours(fd, dir_fd):
                 os.unlink(os.path.basename(self.path), dir_fd=dir_fd)

@@ -10,7 +10,7 @@ from typing import Any
 SD_LISTEN_FDS_START = 3
 
 
-def activation_fds(environ: dict | None = None) -> list[int]:
+def activation_fds(environ: dict[str, str] | None = None) -> list[int]:
     """The listening sockets systemd passed us (LISTEN_FDS / LISTEN_PID),
     removed from the environment so workers never see them."""
     env = os.environ if environ is None else environ
@@ -75,7 +75,8 @@ class Notifier:
         if arbiter.state == "stopping":
             return
         self.send("WATCHDOG=1")
-        arbiter.loop.call_later(self.watchdog / 2, self._beat, arbiter)
+        if self.watchdog is not None:
+            arbiter.loop.call_later(self.watchdog / 2, self._beat, arbiter)
 
     def reloading(self, arbiter: Any) -> None:
         self._hook(arbiter)
