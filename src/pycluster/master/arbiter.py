@@ -25,23 +25,25 @@ from typing import TYPE_CHECKING, Any
 import pycluster as cluster
 
 from ..control import commands
-from ..core.common import POLICY_BY_NAME
 from ..errors import EXIT_BOOT, EXIT_OK
 from ..primary.engine import Engine, PrimaryWorker, _credentials
-from . import readiness
+from . import engine_setup, readiness
 from . import status as status_reply
 from .config import RunConfig, resolve_workers
+from .engine_setup import uid_gid as _uid_gid  # reread_config's name
 from .forkserver.client import ForkServer
 from .forkserver.keeper import ForkServerKeeper
 from .logs import LogBook
 from .orphans import reap_orphans
-from .slots import Slot, first_wave, slot_state
+from .signals import SigchldSetter, captured_signals
+from .slots import Slot, first_wave
+from .tasks import TaskSet
 from .watchdogs import HeartbeatCheck, MemoryCheck
 from .workforce import STDERR_TAIL, Workforce, kill_late
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
 
     from ..control.server import ControlServer
     from .ops.systemd import Notifier
@@ -65,12 +67,6 @@ LIVE_KEYS = ("env", "graceful_timeout", "boot_timeout", "timeout", "max_memory",
              "max_restart_delay", "min_uptime")
 NEXT_GENERATION_KEYS = ("user", "group", "chdir")
 RESTART_KEYS = ("bind", "policy", "preload", "app", "name", "daemon", "pidfile", "log_file", "control")
-
-
-def _uid_gid(cfg: Any) -> tuple[Any, Any]:
-    def norm(v: Any) -> Any:
-        return int(v) if isinstance(v, str) and v.isdigit() else v
-    return norm(cfg.user), norm(cfg.group)
 
 
 class Arbiter:
@@ -101,7 +97,7 @@ class Arbiter:
         self.boot_failure: str | None = None
         self.booting: dict[int, asyncio.Future[bool]] = {}  # reload replacements, by worker id
         self.notify: Notifier | None = None  # systemd hooks (ops/systemd.py)
-        self.tasks: set[asyncio.Task[Any]] = set()  # tasks the master owns (keep_task)
+        self.tasks = TaskSet(self.logs.master)  # tasks the master owns (keep_task)
         self.workforce = Workforce(self)
         self.slots = self.workforce.slots
         self.by_worker = self.workforce.by_worker
@@ -109,44 +105,15 @@ class Arbiter:
         self.heartbeats = HeartbeatCheck(self)
         self.memory = MemoryCheck(self)
 
-    # -- setup ----------------------------------------------------------------
+    # -- setup (engine_setup.py) -------------------------------------------------
     def configure_engine(self) -> None:
-        script = self.cfg.app.endswith(".py") or (os.sep in self.cfg.app and ":" not in self.cfg.app)
-        if script and not os.path.isfile(self.cfg.app):
-            raise ValueError(f"no such script: {self.cfg.app!r} (in {os.getcwd()})")
-        if self.cfg.preload and script:
-            raise ValueError(f"--preload needs a module:callable target (it imports the app once);"
-                             f" {self.cfg.app!r} is a script, which can only run as __main__ in each worker")
-        cluster.scheduling_policy = POLICY_BY_NAME[self.cfg.policy]
-        # stdin from /dev/null; stdout and stderr are read line by line (logs.py).
-        settings: dict[str, Any] = {"silent": True, "stdio": ["ignore", "pipe", "pipe"], "args": [],
-                                    "exec_argv": []}
-        if self.cfg.chdir:
-            settings["cwd"] = self.cfg.chdir
-        uid, gid = _uid_gid(self.cfg)
-        if uid:
-            settings["uid"] = uid
-        if gid:
-            settings["gid"] = gid
-        _credentials(settings.get("uid"), settings.get("gid"))  # SettingsError now, not at each fork
-        cluster.setup_primary(**settings)
-        self.engine.worker_command = ["-m", "pycluster.child.entry", self.cfg.app]
-        cluster.on("online", self._maybe_ready)
-        cluster.on("listening", lambda worker, _address: self._maybe_ready(worker))
-        cluster.on("exit", self._on_exit)
+        handlers: dict[str, Callable[..., Any]] = {
+            "online": self._maybe_ready, "listening": lambda worker, _address: self._maybe_ready(worker),
+            "exit": self._on_exit}
+        engine_setup.configure_engine(self.engine, self.cfg, handlers)
 
     def bind(self) -> None:
-        """Bind every --bind address before any fork (fails fast, nothing started).
-        Sockets passed by systemd socket activation come first."""
-        from .ops.systemd import activation_fds
-        for fd in activation_fds():
-            self.engine.add_listener(f"fd://{fd}")
-            os.close(fd)  # the handle holds its own duplicate
-        for spec in self.cfg.bind:
-            try:
-                self.engine.add_listener(spec)
-            except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {spec}: {exc.strerror or exc}") from None
+        engine_setup.bind(self.engine, self.cfg.bind)
 
     # -- running ----------------------------------------------------------------
     async def main(self) -> int:
@@ -162,36 +129,36 @@ class Arbiter:
         self._maybe_finished()  # stopped before the loop existed (a worker that could not be started)
         control = self.control = ControlServer(self, self.control_path)
         await control.start()
-        for signum, cmd in SIGNALS.items():
-            loop.add_signal_handler(signum, self._signal, signum, cmd)
-        if os.getpid() == 1:
-            # PID 1 in a container: orphans are re-parented to us; reap them
-            # (our own workers are reaped through their pidfds).
-            loop.add_signal_handler(signal.SIGCHLD, reap_orphans)
         try:
-            if done.done():
-                return await done
-            if self.cfg.preload:
-                loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
-                if self.forkserver is None or not await self.forkservers.ready(self.forkserver):
-                    return await done
-                loop.add_signal_handler(signal.SIGCHLD, self.forkservers.reap_orphans)  # we are a subreaper now
-            self.start_workers()
-            if not self.cfg.preload:
-                loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
-            self.heartbeats.start()
-            self.memory.start()
-            return await done
+            with captured_signals(loop, SIGNALS, self._signal) as on_sigchld:
+                return await self._serve(done, on_sigchld)
         finally:
             self.heartbeats.cancel()
             self.memory.cancel()
-            for signum in SIGNALS:
-                loop.remove_signal_handler(signum)
-            if os.getpid() == 1 or self.cfg.preload:
-                loop.remove_signal_handler(signal.SIGCHLD)
             self.forkservers.close()
             await control.close()
             self.logs.close()
+
+    async def _serve(self, done: asyncio.Future[int], on_sigchld: SigchldSetter) -> int:
+        loop = self.loop
+        assert loop is not None
+        if os.getpid() == 1:
+            # PID 1 in a container: orphans are re-parented to us; reap them
+            # (our own workers are reaped through their pidfds).
+            on_sigchld(reap_orphans)
+        if done.done():
+            return await done
+        if self.cfg.preload:
+            loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
+            if self.forkserver is None or not await self.forkservers.ready(self.forkserver):
+                return await done
+            on_sigchld(self.forkservers.reap_orphans)  # we are a subreaper now
+        self.start_workers()
+        if not self.cfg.preload:
+            loop.call_later(self.cfg.boot_timeout, self._check_first_generation)
+        self.heartbeats.start()
+        self.memory.start()
+        return await done
 
     def start_workers(self) -> None:
         """Fork the first generation (before the loop exists, so the workers
@@ -221,20 +188,9 @@ class Arbiter:
         return env
 
     def keep_task(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
-        """Run ``coro`` as a task the master owns: kept until it ends, its failure logged."""
+        """Run ``coro`` as a task the master owns: kept until it ends, its failure logged (tasks.py)."""
         assert self.loop is not None, "tasks run on the master's loop"
-        task = self.loop.create_task(coro)
-        self.tasks.add(task)
-
-        def done(task: asyncio.Task[Any]) -> None:
-            self.tasks.discard(task)
-            exc = None if task.cancelled() else task.exception()
-            if exc is not None:
-                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-                self.logs.master(f"{what} failed: {exc!r}\n{trace}")
-
-        task.add_done_callback(done)
-        return task
+        return self.tasks.keep(self.loop, coro, what)
 
     # -- --preload: the fork server (forkserver/keeper.py; these names are reload.py's) -----------
     @property
@@ -267,14 +223,8 @@ class Arbiter:
     def adopt(self, slot: Slot, worker: PrimaryWorker, generation: int) -> None:
         self.workforce.adopt(slot, worker, generation)
 
-    def retire(self, slot: Slot) -> None:
-        self.workforce.retire(slot)
-
     def retire_worker(self, worker: PrimaryWorker) -> None:
         self.workforce.retire_worker(worker)
-
-    def slot_state(self, slot: Slot) -> str:
-        return slot_state(slot)
 
     # -- worker events ----------------------------------------------------------
     def is_ready(self, worker: PrimaryWorker) -> bool:
@@ -378,19 +328,13 @@ class Arbiter:
                 pending.set_result(False)
             self._maybe_finished()  # a stop may have been waiting for this one only
             return
-        slot = self.by_worker.pop(worker.id, None)
+        slot = self.workforce.release(worker, code, sig)
         self.logs.detach(worker)
         tail = self.stderr_tails.pop(worker.id, deque())
         if slot is None:
             self._maybe_finished()
             return
-        if slot.boot_timer is not None:
-            slot.boot_timer.cancel()
-            slot.boot_timer = None
         how = f"signal {sig}" if sig else f"code {code}"
-        slot.last_exit = {"code": code, "signal": sig, "at": time.time()}
-        if slot.worker is worker:
-            slot.worker = None
         if self.state == "stopping":
             self._maybe_finished()
             return

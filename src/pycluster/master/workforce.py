@@ -159,6 +159,19 @@ class Workforce:
         self.by_worker[worker.id] = slot
         self.host.logs.master(f"worker {worker.id} (pid {worker.pid}) ready (generation {generation})")
 
+    def release(self, worker: PrimaryWorker, code: int | None, sig: str | None) -> Slot | None:
+        """``worker`` exited: free its slot (returned; None if it had none) and record the exit."""
+        slot = self.by_worker.pop(worker.id, None)
+        if slot is None:
+            return None
+        if slot.boot_timer is not None:
+            slot.boot_timer.cancel()
+            slot.boot_timer = None
+        slot.last_exit = {"code": code, "signal": sig, "at": time.time()}
+        if slot.worker is worker:
+            slot.worker = None
+        return slot
+
     # -- stopping -------------------------------------------------------------
     def scale(self, wanted: int) -> int:
         wanted = max(0, min(MAX_WORKERS, wanted))
