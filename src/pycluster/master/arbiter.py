@@ -39,7 +39,7 @@ from .signals import SigchldSetter, captured_signals
 from .slots import Slot, first_wave
 from .tasks import TaskSet
 from .watchdogs import HeartbeatCheck, MemoryCheck
-from .workforce import STDERR_TAIL, Workforce, kill_late
+from .workforce import STDERR_TAIL, Workforce
 
 if TYPE_CHECKING:
     import asyncio
@@ -70,6 +70,9 @@ RESTART_KEYS = ("bind", "policy", "preload", "app", "name", "daemon", "pidfile",
 
 
 class Arbiter:
+    """One ``pycluster run`` master: the state its parts share, the loop, the
+    worker events and the commands (signals and control requests alike)."""
+
     def __init__(self, cfg: RunConfig, name: str, control_path: str, *, version: str,
                  flags: dict[str, Any] | None = None, config_path: str | None = None):
         self.cfg = cfg
@@ -390,5 +393,3 @@ class Arbiter:
 
     def status(self) -> dict[str, Any]:
         return status_reply.render(self, self.engine.master_listeners)
-
-    _kill_late = staticmethod(kill_late)  # the old name (workforce.kill_late)
