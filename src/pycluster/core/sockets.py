@@ -11,6 +11,7 @@ import ipaddress
 import os
 import socket
 import stat
+from typing import Any
 
 from .common import Record
 from .worker import Address

@@ -30,6 +30,8 @@ from typing import Any
 
 from ..core.common import printable
 
+Entry = dict[str, Any]  # one log line: {"t", "worker", "stream", "line"}
+
 MAX_LINE = 16 * 1024  # bytes of one line kept; the rest is cut (and counted)
 READ_SIZE = 64 * 1024
 DRAIN_MAX = 4 * READ_SIZE  # what is read from a dead worker's pipe before it is closed
@@ -51,7 +53,7 @@ class LineSplitter:
         self.cut = 0  # bytes skipped of the current (over-long) line
 
     def feed(self, data: bytes) -> list[str]:
-        out = []
+        out: list[str] = []
         start = 0
         while True:
             nl = data.find(b"\n", start)
@@ -80,7 +82,7 @@ class LineSplitter:
         return text
 
 
-def open_log(path: str, *, block: bool = True):
+def open_log(path: str, *, block: bool = True) -> int:
     """The log file, opened for appending (created 0666 & ~umask). ``block=False``
     (on the master's loop) fails at once on a FIFO nobody reads instead of waiting."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | (0 if block else os.O_NONBLOCK)
@@ -101,7 +103,7 @@ class _Sink(threading.Thread):
         # Unbounded queue, bounded by us: workers' lines beyond SINK_QUEUE / SINK_CHARS
         # waiting are dropped (and counted); the master's own lines (a few per event)
         # get room of their own, so "ready" and "scale" lines survive a flood.
-        self.q: queue.Queue = queue.Queue()
+        self.q: queue.Queue[Any] = queue.Queue()
         self.waiting = {False: 0, True: 0}  # lines queued, by "is the master's own"
         self.chars = {False: 0, True: 0}
         self.lock = threading.Lock()
@@ -217,13 +219,13 @@ class Follower:
     does not fit is dropped; a notice saying how many takes their place."""
 
     def __init__(self) -> None:
-        self.entries: deque[dict] = deque()
+        self.entries: deque[Entry] = deque()
         self.chars = 0
-        self.gap: dict | None = None  # the notice standing for lines being dropped now
+        self.gap: Entry | None = None  # the notice standing for lines being dropped now
         self.wake = asyncio.Event()
         self.closed = False
 
-    def __call__(self, entry: dict) -> None:
+    def __call__(self, entry: Entry) -> None:
         size = len(entry["line"])
         if len(self.entries) >= FOLLOW_LINES or self.chars + size > FOLLOW_CHARS:
             if self.gap is None:
@@ -248,14 +250,14 @@ class Follower:
         self.closed = True
         self.wake.set()
 
-    async def batch(self) -> list[dict] | None:
+    async def batch(self) -> list[Entry] | None:
         """The next lines to send (waits for some); None once the client hung up."""
         while not self.entries and not self.closed:
             self.wake.clear()
             await self.wake.wait()
         if self.closed:
             return None
-        out: list[dict] = []
+        out: list[Entry] = []
         size = 0
         while self.entries and size < FOLLOW_BATCH:
             entry = self.entries.popleft()
@@ -269,12 +271,12 @@ class Follower:
 
 class LogBook:
     def __init__(self, log_file: str | None = None):
-        self.ring: deque[dict] = deque(maxlen=RING)
+        self.ring: deque[Entry] = deque(maxlen=RING)
         self.ring_chars = 0
-        self.followers: set[Callable[[dict], None]] = set()
+        self.followers: set[Callable[[Entry], None]] = set()
         self.sink = _Sink(log_file)
         self.sink.start()
-        self._readers: dict[int, list] = {}
+        self._readers: dict[int, list[Any]] = {}
 
     def master(self, text: str) -> None:
         # The master's own line breaks stay (a reload failure lists stderr lines below it).
@@ -293,7 +295,7 @@ class LogBook:
         for follower in list(self.followers):
             follower(entry)
 
-    def attach(self, worker: Any, loop: Any, stderr_tail: deque) -> None:
+    def attach(self, worker: Any, loop: Any, stderr_tail: deque[str]) -> None:
         readers = []
         for stream, pipe in (("stdout", worker.stdout), ("stderr", worker.stderr)):
             if pipe is None:
@@ -306,7 +308,7 @@ class LogBook:
             readers.append(state)
         self._readers[worker.id] = readers
 
-    def _read(self, worker_id: int, state: dict) -> None:
+    def _read(self, worker_id: int, state: dict[str, Any]) -> None:
         try:
             data = os.read(state["fd"], READ_SIZE)
         except BlockingIOError:
@@ -319,12 +321,12 @@ class LogBook:
         for text in state["lines"].feed(data):
             self._emit(worker_id, state, text)
 
-    def _emit(self, worker_id: int, state: dict, text: str) -> None:
+    def _emit(self, worker_id: int, state: dict[str, Any], text: str) -> None:
         if state["tail"] is not None:
             state["tail"].append(text)
         self._line(worker_id, state["stream"], text)
 
-    def _close(self, worker_id: int, state: dict) -> None:
+    def _close(self, worker_id: int, state: dict[str, Any]) -> None:
         for text in state["lines"].flush():
             self._emit(worker_id, state, text)
         state["loop"].remove_reader(state["fd"])
@@ -350,7 +352,7 @@ class LogBook:
                     self._emit(worker.id, state, text)
             self._close(worker.id, state)
 
-    def tail(self, lines: int) -> tuple[list[dict], int]:
+    def tail(self, lines: int) -> tuple[list[Entry], int]:
         """The last ``lines`` lines, as many as fit in a ``MAX_REPLY``-byte reply,
         and how many of those asked for were left out to fit."""
         if lines <= 0:

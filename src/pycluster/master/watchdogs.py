@@ -9,21 +9,46 @@ reload never starts a second chain) switches it on again.
 from __future__ import annotations
 
 import traceback
-from typing import Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pycluster as cluster
+
+from .logs import LogBook
+from .slots import Slot
+from .workforce import heartbeat_contract, kill_late
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ..primary.engine import PrimaryWorker
 
 ABORT_GRACE = 1.0  # seconds between SIGABRT (faulthandler's stack) and SIGKILL
 MEMORY_PERIOD = 1.0
 MiB = 2 ** 20
 
 
+class Host(Protocol):
+    """What the checks need of the arbiter."""
+
+    cfg: Any
+    state: str
+    logs: LogBook
+    loop: asyncio.AbstractEventLoop | None
+
+    @property
+    def slots(self) -> dict[int, Slot]: ...
+    def keep_task(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]: ...
+    def adopt(self, slot: Slot, worker: PrimaryWorker, generation: int) -> None: ...
+    def retire_worker(self, worker: PrimaryWorker) -> None: ...
+
+
 class Periodic:
     NAME = "periodic"
 
-    def __init__(self, arbiter: Any):
+    def __init__(self, arbiter: Host):
         self.arbiter = arbiter
-        self.handle: Any = None
+        self.handle: asyncio.TimerHandle | None = None
         self.due = 0.0  # the loop time the pending tick is due at
 
     def interval(self) -> float:
@@ -47,6 +72,7 @@ class Periodic:
         if not interval:
             return
         loop = self.arbiter.loop
+        assert loop is not None, "checks tick on the master's loop"
         self.due = loop.time() + interval
         self.handle = loop.call_at(self.due, self._tick)
 
@@ -82,15 +108,22 @@ class HeartbeatCheck(Periodic):
 
     NAME = "heartbeat"
 
+    def __init__(self, arbiter: Host):
+        super().__init__(arbiter)
+        self.aborted: set[int] = set()  # ids of workers aborted already (waiting for their SIGKILL)
+
     def interval(self) -> float:
-        return self.arbiter.cfg.timeout / 4
+        return float(self.arbiter.cfg.timeout) / 4
 
     def check(self, interval: float) -> None:
         arbiter = self.arbiter
-        now = arbiter.loop.time()
+        loop = arbiter.loop
+        assert loop is not None
+        now = loop.time()
         late = now - self.due
-        workers = [w for w in cluster.workers.values()
-                   if not w.is_dead() and w.is_connected() and not getattr(w, "_aborted", False)]
+        live: list[PrimaryWorker] = [w for w in cluster.workers.values() if not w.is_dead()]
+        self.aborted &= {w.id for w in live}
+        workers = [w for w in live if w.is_connected() and w.id not in self.aborted]
         if late > interval:
             for worker in workers:
                 worker.last_heartbeat = now
@@ -99,7 +132,7 @@ class HeartbeatCheck(Periodic):
             return
         timeout = arbiter.cfg.timeout
         for worker in workers:
-            contract = getattr(worker, "heartbeat_timeout", timeout)
+            contract = heartbeat_contract(worker, timeout)
             if not contract:
                 continue  # started without heartbeats
             limit = max(timeout, contract)
@@ -107,11 +140,11 @@ class HeartbeatCheck(Periodic):
             if last is None:
                 worker.last_heartbeat = last = now  # starts counting at its first check
             if now - last > limit:
-                worker._aborted = True
+                self.aborted.add(worker.id)
                 arbiter.logs.master(f"worker {worker.id} (pid {worker.pid}) sent no heartbeat for"
                                     f" {now - last:.1f}s (--timeout {limit:g}); aborting it")
                 worker.signal("SIGABRT")
-                arbiter.loop.call_later(ABORT_GRACE, arbiter._kill_late, worker)
+                loop.call_later(ABORT_GRACE, kill_late, worker)
 
 
 class MemoryCheck(Periodic):
@@ -133,7 +166,7 @@ class MemoryCheck(Periodic):
         limit = arbiter.cfg.max_memory
         for slot in list(arbiter.slots.values()):
             worker = slot.worker
-            if worker is None or not slot.ready or slot.replacing:
+            if worker is None or worker.pid is None or not slot.ready or slot.replacing:
                 continue
             _cpu, rss = sample(worker.pid)
             if rss is None:
@@ -154,18 +187,49 @@ class MemoryCheck(Periodic):
             arbiter.logs.master(f"worker {worker.id} (pid {worker.pid}) uses {rss // MiB} MiB, over"
                                 f" --max-memory {limit // MiB} MiB; replacing it")
             slot.replacing = True  # until the replacement took over (or failed)
-            arbiter.keep_task(arbiter._replace(slot), f"replacing worker {worker.id}")
+            arbiter.keep_task(self.replace(slot), f"replacing worker {worker.id}")
+
+    async def replace(self, slot: Slot) -> None:
+        """Replace the slot's worker, the new one ready first."""
+        from .reload import _boot_replacement
+        arbiter = self.arbiter
+        slot.replacing = True
+        generation = slot.generation
+        try:
+            new, failure = await _boot_replacement(arbiter, generation)
+            if failure is not None:
+                arbiter.logs.master(f"replacement abandoned: {failure}" if arbiter.state == "stopping"
+                                    else f"replacement failed: {failure}")
+                return
+            # While it booted the slot may have been scaled away, reloaded, or the cluster stopped:
+            # a replacement nobody tracks would serve on, outside every reload and stop.
+            why = ("the cluster is stopping" if arbiter.state == "stopping"
+                   else f"slot {slot.index} was scaled away" if arbiter.slots.get(slot.index) is not slot
+                   else f"slot {slot.index} was reloaded meanwhile" if slot.generation != generation
+                   else None)
+            if why is not None:
+                arbiter.logs.master(f"worker {new.id} (pid {new.pid}) is no longer wanted ({why}); stopping it")
+                arbiter.retire_worker(new)
+                return
+            old = slot.worker
+            arbiter.adopt(slot, new, generation)
+            slot.restarts += 1
+            slot.memory_fresh = new.id
+            if old is not None:
+                arbiter.retire_worker(old)
+        finally:
+            slot.replacing = False
 
 
-def held(slot: Any, limit: int | None) -> bool:
+def held(slot: Slot, limit: int | None) -> bool:
     """Is ``slot`` held by MemoryCheck (same worker, same limit)?"""
     hold = slot.memory_hold
     return hold is not None and slot.worker is not None and hold[:2] == (slot.worker.id, limit)
 
 
-def memory_warning(slot: Any, limit: int | None) -> str | None:
+def memory_warning(slot: Slot, limit: int | None) -> str | None:
     """The status line of a held slot, else None."""
-    if not held(slot, limit):
+    if not held(slot, limit) or slot.memory_hold is None:
         return None
     _id, limit, rss = slot.memory_hold
     return (f"uses {rss // MiB} MiB at its start, over --max-memory {limit // MiB} MiB:"

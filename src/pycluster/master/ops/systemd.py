@@ -30,7 +30,7 @@ class Notifier:
         # Non-blocking: a reader that stalls (its queue full) would otherwise
         # block the master's loop in sendto, and serving and control with it.
         self.sock.setblocking(False)
-        self.watchdog = None
+        self.watchdog: float | None = None
         self.dropped = 0  # notifications we could not send (logged once)
         self.log: Any = None  # the master's log (a callable taking one line), set by the hooks
 

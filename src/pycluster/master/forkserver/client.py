@@ -1,23 +1,4 @@
-"""``--preload``: a fork server that imports the app once and forks workers.
-
-The fork server is a fresh interpreter started by the master
-(``python -m pycluster.master.forkserver TARGET``), single-threaded, that imports
-the app's module, runs ``gc.collect(); gc.freeze()`` (so the imported objects
-stay shared, copy-on-write, between workers) and then forks a worker for each
-request from the master. A reload starts a new fork server with the new code
-and retires the old one once the reload succeeded.
-
-Each worker is forked through an intermediate process that exits at once,
-so the worker is re-parented to the master (a child subreaper): the master
-reaps it and watches it through a pidfd exactly as a spawned worker, and its
-PR_SET_PDEATHSIG is tied to the master, not to the fork server.
-
-The master and the fork server talk over a SOCK_SEQPACKET socketpair: one
-JSON object per datagram, file descriptors (the worker's channel and stdio)
-with SCM_RIGHTS. Master -> server: ``{"id": N, "env": {...}, "targets":
-[fd numbers]}`` with one fd per target; server -> master: ``{"ready": pid}``,
-``{"error": text}`` (the app failed to import; the server exits 1),
-``{"id": N, "pid": P}`` or ``{"id": N, "fail": text}``.
+"""The master's side of a ``--preload`` fork server: :class:`ForkServer`.
 
 The master never waits on the fork server: a request is sent without
 blocking and answered through the loop, matched by its id (unique per fork
@@ -35,23 +16,15 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-ENV_FD = "PYCLUSTER_FORKSERVER_FD"
-MAX_MESSAGE = 1 << 20
-_FORK_TIMEOUT = 5.0  # forking takes milliseconds: a fork server this late is stalled
+from ._wire import ENV_FD, MAX_MESSAGE, fork_timeout
 
+if TYPE_CHECKING:
+    import asyncio  # imported when used: the master forks its first workers before it imports asyncio
+    import subprocess
 
-def fork_timeout() -> float:
-    try:
-        value = float(os.environ.get("PYCLUSTER_FORK_TIMEOUT") or _FORK_TIMEOUT)
-    except ValueError:
-        return _FORK_TIMEOUT
-    return value if value > 0 else _FORK_TIMEOUT
-
-
-# -- the master's side ----------------------------------------------------------
 class ForkServerError(OSError):
     pass
 
@@ -60,7 +33,7 @@ class ForkedProcess:
     """What the engine keeps of a worker started by the fork server (the
     parts of ``subprocess.Popen`` it uses)."""
 
-    def __init__(self, pid: int, stdin: Any, stdout: Any, stderr: Any):
+    def __init__(self, pid: int, stdin: BinaryIO | None, stdout: BinaryIO | None, stderr: BinaryIO | None):
         self.pid = pid
         self.stdin = stdin
         self.stdout = stdout
@@ -78,7 +51,7 @@ class ForkServer:
         self.cwd = cwd
         self.credentials = credentials or {}
         self.sock: socket.socket | None = None
-        self.proc: Any = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
         self.pidfd: int | None = None
         self.ready = False
@@ -87,9 +60,9 @@ class ForkServer:
         self.stalled = False
         self.log: Callable[[str], None] = lambda line: None  # the master's log
         self.on_stall: Callable[[ForkServer], None] | None = None
-        self._loop: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._next_id = 0
-        self._pending: dict[int, Any] = {}  # request id -> future of the worker's pid
+        self._pending: dict[int, asyncio.Future[int]] = {}  # request id -> future of the worker's pid
         self._abandoned: set[int] = set()  # request ids given up: their late workers are killed
 
     def start(self) -> None:
@@ -144,13 +117,15 @@ class ForkServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def listen(self, loop: Any) -> None:
+    def listen(self, loop: asyncio.AbstractEventLoop) -> None:
         """Once ready: read the replies on ``loop`` (the master never blocks on them)."""
+        assert self.sock is not None, "listen() after start()"
         self._loop = loop
         loop.add_reader(self.sock.fileno(), self._read_replies)
 
     def launch(self, argv: list[str], *, env: dict[str, str], pass_fds: list[int] | tuple[int, ...] = (),
-               stdin: Any = None, stdout: Any = None, stderr: Any = None, **_ignored: Any) -> Any:
+               stdin: Any = None, stdout: Any = None, stderr: Any = None,
+               **_ignored: Any) -> Awaitable[ForkedProcess]:
         """An asynchronous Popen-like launcher (``Engine.fork_async``): send
         the fork server a request for a worker with this environment and
         these descriptors (``argv``, cwd and credentials are the fork
@@ -165,7 +140,7 @@ class ForkServer:
         fds: list[int] = []
         ours: list[int] = []   # pipe ends we keep
         theirs: list[int] = []  # pipe ends to close once sent
-        files: list[Any] = [None, None, None]
+        files: list[BinaryIO | None] = [None, None, None]
         try:
             for index, spec in enumerate((stdin, stdout, stderr)):
                 if spec is None:
@@ -211,7 +186,7 @@ class ForkServer:
                 os.close(fd)  # in flight now (or never sent): the fork server has its own
         return self._wait(rid, future, files)
 
-    async def _wait(self, rid: int, future: Any, files: list[Any]) -> ForkedProcess:
+    async def _wait(self, rid: int, future: asyncio.Future[int], files: list[BinaryIO | None]) -> ForkedProcess:
         try:
             pid = await future
         except BaseException:
@@ -283,6 +258,9 @@ class ForkServer:
 
     def _discard_worker(self, pid: int) -> None:
         """Kill a worker nobody waits for any more, and reap it."""
+        loop = self._loop
+        if loop is None:
+            return  # replies are only read once listen() gave us the loop
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
@@ -302,9 +280,9 @@ class ForkServer:
                 res = None  # reaped by the orphan reaper first
             if res is not None and res.si_pid == 0:
                 return
-            self._loop.remove_reader(pidfd)
+            loop.remove_reader(pidfd)
             os.close(pidfd)
-        self._loop.add_reader(pidfd, reap)
+        loop.add_reader(pidfd, reap)
 
     def _closed(self) -> None:
         """EOF: the fork server exited; every request waiting fails now."""
@@ -364,171 +342,3 @@ def _set_child_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_CHILD_SUBREAPER = 36
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-# -- the fork server ------------------------------------------------------------
-def _send(sock: socket.socket, obj: dict) -> None:
-    sock.send(json.dumps(obj).encode())
-
-
-def serve(target: str) -> int:
-    fd = int(os.environ[ENV_FD])  # kept: it tells pycluster's import this is a fork server
-    master = int(os.environ.get("PYCLUSTER_PPID", "0") or 0)
-    sock = socket.socket(fileno=fd)
-    sock.set_inheritable(False)
-    # Ctrl-C and a stop that signals the whole process group (systemd, timeout)
-    # are the master's to coordinate: the fork server leaves when the master
-    # closes its socket (or dies: PDEATHSIG).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from ..child.runtime import _arm_parent_death
-    _arm_parent_death(master)
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    import io
-    err = io.StringIO()
-    real_stderr = sys.stderr
-    sys.stderr = err  # load() reports an import failure on stderr: send it to the master instead
-    try:
-        from ..child.entry import load
-        fn = load(target)
-    except SystemExit as exc:
-        sys.stderr = real_stderr
-        text = err.getvalue() or (str(exc.code) if exc.code not in (None, 0, 1) else "")
-        _send(sock, {"error": text.rstrip() or f"cannot load {target!r}"})
-        return 1
-    finally:
-        sys.stderr = real_stderr
-    if fn is None:
-        _send(sock, {"error": f"--preload needs a module:callable target, not the script {target!r}"})
-        return 1
-    import gc
-    gc.collect()
-    gc.freeze()  # everything imported so far stays out of the workers' collections: shared pages stay shared
-    _send(sock, {"ready": os.getpid()})
-    while True:
-        try:
-            data, ancdata, _flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(64 * 4))
-        except InterruptedError:
-            continue
-        if not data:
-            return 0  # the master closed us: retired
-        fds = array.array("i")
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        try:
-            request = json.loads(data)
-            targets = [int(t) for t in request["targets"]]
-            env = {str(k): str(v) for k, v in request["env"].items()}
-            if len(targets) != len(fds):
-                raise ValueError(f"{len(targets)} targets for {len(fds)} descriptors")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            for f in fds:
-                os.close(f)
-            _send(sock, {"id": None, "fail": f"bad request: {exc}"})
-            continue
-        pid = _fork_worker(sock, fn, target, master, list(fds), targets, env)
-        for f in fds:
-            os.close(f)
-        if pid is None:
-            _send(sock, {"id": request.get("id"), "fail": "fork failed"})
-        else:
-            _send(sock, {"id": request.get("id"), "pid": pid})
-
-
-def _fork_worker(sock: socket.socket, fn: Any, target: str, master: int, fds: list[int],
-                 targets: list[int], env: dict[str, str]) -> int | None:
-    """Fork twice (the worker is re-parented to the master); return its pid."""
-    r, w = os.pipe()
-    try:
-        middle = os.fork()
-    except OSError:
-        os.close(r)
-        os.close(w)
-        return None
-    if middle == 0:  # the intermediate: fork the worker, say its pid, leave
-        os.close(r)
-        try:
-            pid = os.fork()
-        except OSError:
-            os._exit(1)
-        if pid == 0:
-            os.close(w)
-            _become_worker(sock, fn, target, master, fds, targets, env)  # never returns
-        os.write(w, pid.to_bytes(4, "little"))
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while len(data) < 4:
-        chunk = os.read(r, 4 - len(data))
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
-    os.waitpid(middle, 0)
-    return int.from_bytes(data, "little") if len(data) == 4 else None
-
-
-def _become_worker(sock: socket.socket, fn: Any, target: str, master: int, fds: list[int],
-                   targets: list[int], env: dict[str, str]) -> None:
-    """In the forked worker: take its descriptors and environment, boot
-    pycluster's worker side, run the app, exit (as ``pycluster.child.entry``)."""
-    import time
-    sock.close()
-    # Wait to be re-parented to the master (the intermediate exits at once).
-    deadline = time.monotonic() + 5.0
-    while os.getppid() != master:
-        if time.monotonic() > deadline:
-            os._exit(70)
-        time.sleep(0.0002)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a spawned worker starts
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    _install_fds(fds, targets)
-    os.environ.clear()
-    os.environ.update(env)
-    import pycluster
-
-    from ..child import runtime as child
-    from ..child.entry import call
-    pycluster._boot_forked()
-    child.announce_online()
-    sys.argv = [target]
-    try:
-        code = call(fn)
-    finally:
-        child.leaving()
-    raise SystemExit(code)
-
-
-def _install_fds(fds: list[int], targets: list[int]) -> None:
-    """Put each received descriptor at the number the master asked for and
-    close every other one (what Popen's pass_fds and close_fds do)."""
-    import fcntl
-    floor = max([*targets, *fds, 2]) + 1
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
-    keep = set(high)
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # the descriptor of the directory listing itself
-    for fd, t in zip(high, targets):
-        os.dup2(fd, t, inheritable=t < 3)
-    for fd in high:
-        if fd not in targets:
-            os.close(fd)
-
-
-def main() -> int:
-    if len(sys.argv) != 2 or ENV_FD not in os.environ:
-        print("usage: python -m pycluster.master.forkserver TARGET (started by pycluster run --preload)",
-              file=sys.stderr)
-        return 2
-    return serve(sys.argv[1])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
