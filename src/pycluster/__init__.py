@@ -25,6 +25,9 @@ from .core.common import SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
 from .core.events import EventEmitter
 from .core.worker import Address, Worker, WorkerState
 from .errors import AckTimeoutError, ChannelClosedError, ClusterError, NotPrimaryError, ProtocolError, SettingsError
+from .ipc.messages import ENV_FORKSERVER_FD as _ENV_FORKSERVER_FD
+from .ipc.messages import ENV_SCHED_POLICY as _ENV_SCHED_POLICY
+from .ipc.messages import ENV_WORKER_ID as _ENV_WORKER_ID
 
 __version__ = "0.1.0"
 
@@ -39,12 +42,12 @@ __all__ = [
 
 # A --preload fork server imports the app as a worker would, and boots
 # pycluster's worker side in each worker it forks (_boot_forked).
-_preloading = "PYCLUSTER_FORKSERVER_FD" in _os.environ
-is_worker: bool = "PYCLUSTER_WORKER_ID" in _os.environ or _preloading
+_preloading = _ENV_FORKSERVER_FD in _os.environ
+is_worker: bool = _ENV_WORKER_ID in _os.environ or _preloading
 is_primary: bool = not is_worker
 is_master: bool = is_primary
 
-_env_policy = _os.environ.get("PYCLUSTER_SCHED_POLICY", "").strip().lower()
+_env_policy = _os.environ.get(_ENV_SCHED_POLICY, "").strip().lower()
 scheduling_policy: _Any = _POLICY_BY_NAME.get(_env_policy, SCHED_RR) if _env_policy in ("", *_POLICY_BY_NAME) \
     else f"PYCLUSTER_SCHED_POLICY={_env_policy!r} (use rr, none or reuseport)"
 

@@ -99,9 +99,3 @@ def test_message_names_are_distinct_and_split_by_direction():
     assert messages.ACK not in acts  # a reply, never a message a table handles
     env = [v for k, v in vars(messages).items() if k.startswith("ENV_")]
     assert len(env) == len(set(env)) and all(v.startswith("PYCLUSTER_") for v in env)
-
-
-def test_core_common_keeps_the_env_names():
-    from pycluster.core import common
-    assert common.ENV_WORKER_ID == messages.ENV_WORKER_ID == "PYCLUSTER_WORKER_ID"
-    assert common.ENV_CHANNEL_FD == messages.ENV_CHANNEL_FD

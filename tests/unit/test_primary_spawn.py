@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from pycluster.core.common import ENV_CHANNEL_FD, ENV_PPID, ENV_STDIO, ENV_WORKER_ID
 from pycluster.errors import ClusterError, SettingsError
+from pycluster.ipc.messages import ENV_CHANNEL_FD, ENV_PPID, ENV_STDIO, ENV_WORKER_ID
 from pycluster.primary import engine
 from pycluster.primary.spawn import ForkPlan, credentials, exec_refused, stdio, worker_argv
 

@@ -15,6 +15,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from ..ipc.messages import ACT, QUERY
+
 AddressType = int | str  # 4, 6, -1 (unix), "udp4" or "udp6"
 GetSockOpt = Callable[[int, int], int]
 Resolve = Callable[[str, int, int], str]
@@ -46,7 +48,7 @@ class BindQuery:
         return (self.address, self.port, self.address_type, None)
 
     def message(self, index: int) -> dict[str, Any]:
-        msg: dict[str, Any] = {"act": "query", "address": self.address, "port": self.port,
+        msg: dict[str, Any] = {ACT: QUERY, "address": self.address, "port": self.port,
                                "address_type": self.address_type, "fd": None}
         if self.address_type != -1:
             msg["v6only"] = self.v6only

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from ..ipc.channel import KIND_INTERNAL, Channel
+from ..ipc.messages import ACT, HEARTBEAT
 from .loop import MiniLoop
 from .process import signal_main_thread
 
@@ -64,7 +65,7 @@ class Heartbeat:
         if self._channel.closed:
             return
         if self.alive(time.monotonic()):
-            self._channel.send(KIND_INTERNAL, {"act": "heartbeat"})
+            self._channel.send(KIND_INTERNAL, {ACT: HEARTBEAT})
         self._loop.call_later(self.period, self._tick)
 
     def alive(self, now: float) -> bool:

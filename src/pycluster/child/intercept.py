@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..core import sockets as _sockets
+from ..ipc.messages import ACT, QUERY
 from .addresses import BindQuery, classify
 from .bindings import BINDINGS, Binding, BindingContext
 from .link import PrimaryLink
@@ -189,7 +190,7 @@ class Interceptor:
         ``fd``), and how many listeners the primary has."""
         if not self.link.connected():
             raise OSError(errno.ENOTCONN, "not connected to a primary")
-        query: dict[str, Any] = {"act": "query"}
+        query: dict[str, Any] = {ACT: QUERY}
         sent: tuple[int, ...] = ()
         if fd is not None:
             # fd N is this worker's own descriptor, sent along: the primary never

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import ClusterError
 from ..ipc.channel import KIND_INTERNAL, Channel
+from ..ipc.messages import ACT, CLOSE, LISTENING
 
 QUERY_TIMEOUT = 30.0
 
@@ -39,9 +40,9 @@ class PrimaryLink:
         return (reply if isinstance(reply, dict) else {}), list(rfds)
 
     def notify_listening(self, key: str, address: dict[str, Any]) -> None:
-        self._channel.send(KIND_INTERNAL, {"act": "listening", "key": key, "address": address})
+        self._channel.send(KIND_INTERNAL, {ACT: LISTENING, "key": key, "address": address})
 
     def notify_closed(self, key: str) -> None:
         """This worker no longer serves ``key`` (the primary may close its listener)."""
         if not self._channel.closed:
-            self._channel.send(KIND_INTERNAL, {"act": "close", "key": key})
+            self._channel.send(KIND_INTERNAL, {ACT: CLOSE, "key": key})

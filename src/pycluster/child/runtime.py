@@ -31,9 +31,20 @@ import threading
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 
-from ..core.common import ENV_CHANNEL_FD, ENV_INSPECT_PORT, ENV_PPID, ENV_STDIO, ENV_WORKER_ID
 from ..errors import WORKER_BOOT_ERROR, ChannelClosedError
 from ..ipc.channel import KIND_INTERNAL
+from ..ipc.messages import (
+    ACT,
+    ENV_CHANNEL_FD,
+    ENV_HEARTBEAT,
+    ENV_INSPECT_PORT,
+    ENV_ONLINE,
+    ENV_PPID,
+    ENV_STDIO,
+    ENV_WORKER_ID,
+    ONLINE,
+    ONLINE_AFTER_LOAD,
+)
 from .bindings import BindingContext
 from .intercept import Interceptor
 from .link import PrimaryLink
@@ -45,8 +56,6 @@ from .worker import ChildWorker
 if TYPE_CHECKING:
     from .heartbeat import Heartbeat
 
-ENV_HEARTBEAT = "PYCLUSTER_HEARTBEAT"
-ENV_ONLINE = "PYCLUSTER_ONLINE"
 
 
 class BootError(Exception):
@@ -79,7 +88,7 @@ class BootSettings:
         return cls(worker_id, channel_fd, int(env.pop(ENV_PPID, "0") or 0), env.pop(ENV_STDIO, ""),
                    None if inspect_port is None else int(inspect_port),
                    float(heartbeat) if heartbeat else None,
-                   env.pop(ENV_ONLINE, "") == "after-load")
+                   env.pop(ENV_ONLINE, "") == ONLINE_AFTER_LOAD)
 
 
 class WorkerRuntime:
@@ -117,7 +126,7 @@ class WorkerRuntime:
         """Tell the primary this worker is up (once)."""
         if not self.announced:
             self.announced = True
-            self.channel.send(KIND_INTERNAL, {"act": "online"})
+            self.channel.send(KIND_INTERNAL, {ACT: ONLINE})
 
     def _wait_for_disconnect(self) -> None:
         self.exits.wait_for_disconnect(self.worker.closed)

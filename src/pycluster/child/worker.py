@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..core.common import handle_fds, signal_number, wrap_received_fd
 from ..core.worker import Worker, WorkerState
 from ..ipc.channel import KIND_USER, Channel
+from ..ipc.messages import ACT, DISCONNECT, EXITED_AFTER_DISCONNECT
 from .loop import MiniLoop
 from .process import ExitState, hard_exit, signal_main_thread
 
@@ -138,8 +139,8 @@ class ChildWorker(Worker):
             return
         for fd in fds:
             os.close(fd)
-        act = obj.get("act") if isinstance(obj, dict) else None
-        if act == "disconnect":
+        act = obj.get(ACT) if isinstance(obj, dict) else None
+        if act == DISCONNECT:
             self._expected_close = True
             self._after_disconnect = int(signal.SIGTERM) if obj.get("signal", True) else None
             self._finish_disconnect()
@@ -160,7 +161,7 @@ class ChildWorker(Worker):
         def acknowledged(_reply: Any, _fds: list[int], _err: BaseException | None) -> None:
             self._finish_disconnect()
 
-        self._channel.request({"act": "exited_after_disconnect"}, on_reply=acknowledged, timeout=5.0)
+        self._channel.request({ACT: EXITED_AFTER_DISCONNECT}, on_reply=acknowledged, timeout=5.0)
 
     def _finish_disconnect(self) -> None:
         """Stop accepting, let the app hear 'disconnect', close the channel,

@@ -103,7 +103,8 @@ class ControlServer:
                 pass
             on_hangup()
 
-        return asyncio.ensure_future(watch())
+        keep = getattr(self.arbiter, "keep_task", None)  # every task the master starts is kept (habit 14)
+        return keep(watch(), "logs -f hang-up watch") if keep is not None else asyncio.ensure_future(watch())
 
     @staticmethod
     def _peer(sock: socket.socket) -> tuple[int, int] | None:

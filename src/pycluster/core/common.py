@@ -15,14 +15,6 @@ SCHED_REUSEPORT = 3
 POLICY_NAMES = {SCHED_NONE: "none", SCHED_RR: "rr", SCHED_REUSEPORT: "reuseport"}
 POLICY_BY_NAME = {v: k for k, v in POLICY_NAMES.items()}
 
-# The worker's environment names now live in ipc.messages (the internal
-# vocabulary); these aliases stay until every user imports them from there.
-from ..ipc.messages import ENV_CHANNEL_FD as ENV_CHANNEL_FD  # noqa: E402
-from ..ipc.messages import ENV_INSPECT_PORT as ENV_INSPECT_PORT  # noqa: E402
-from ..ipc.messages import ENV_PPID as ENV_PPID  # noqa: E402
-from ..ipc.messages import ENV_STDIO as ENV_STDIO  # noqa: E402
-from ..ipc.messages import ENV_WORKER_ID as ENV_WORKER_ID  # noqa: E402
-
 
 def signal_number(sig: int | str | None) -> int:
     if sig is None:

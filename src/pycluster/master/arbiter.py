@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pycluster as cluster
 
 from ..control import commands
-from ..errors import EXIT_BOOT, EXIT_OK
+from ..errors import EXIT_BOOT, EXIT_OK, WORKER_BOOT_ERROR
+from ..ipc.messages import ENV_HEARTBEAT, ENV_ONLINE, ENV_READY_FD, ONLINE_AFTER_LOAD
 from ..primary.engine import Engine, PrimaryWorker
 from . import engine_setup, readiness
 from . import status as status_reply
@@ -34,6 +35,7 @@ from .forkserver.client import ForkServer
 from .forkserver.keeper import ForkServerKeeper
 from .logs import LogBook
 from .orphans import reap_orphans
+from .reload import Progress, RollingReload
 from .signals import SigchldSetter, captured_signals
 from .slots import Slot, first_wave
 from .tasks import TaskSet
@@ -179,10 +181,14 @@ class Arbiter:
 
     def worker_env(self) -> dict[str, str]:
         env = dict(self.cfg.env)
-        env["PYCLUSTER_ONLINE"] = "after-load"  # 'online' once the app imported, not before
+        env[ENV_ONLINE] = ONLINE_AFTER_LOAD  # 'online' once the app imported, not before
         if self.cfg.timeout:
-            env["PYCLUSTER_HEARTBEAT"] = str(self.cfg.timeout)
+            env[ENV_HEARTBEAT] = str(self.cfg.timeout)
         return env
+
+    def rolling_reload(self, on_progress: Callable[[Progress], None] | None = None) -> RollingReload:
+        """A rolling reload of this master (``start()`` it; ``await result()``)."""
+        return RollingReload(self, on_progress=on_progress)
 
     def keep_task(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the master owns: kept until it ends, its failure logged (tasks.py)."""
@@ -201,10 +207,10 @@ class Arbiter:
     def start_forkserver(self) -> ForkServer:
         return self.forkservers.start()
 
-    async def _forkserver_ready(self, server: ForkServer) -> bool:
+    async def forkserver_ready(self, server: ForkServer) -> bool:
         return await self.forkservers.ready(server)
 
-    def _retire_forkserver(self, server: ForkServer) -> None:
+    def retire_forkserver(self, server: ForkServer) -> None:
         self.forkservers.retire(server)
 
     def restart_forkserver(self) -> None:
@@ -256,7 +262,7 @@ class Arbiter:
         if self.notify is not None:
             self.notify.ready(self)
         from .ops.daemon import report
-        if os.environ.get("PYCLUSTER_READY_FD"):
+        if os.environ.get(ENV_READY_FD):
             self.logs.flush()  # the summary reaches the terminal before stdio detaches
         report(0)
 
@@ -273,10 +279,10 @@ class Arbiter:
             self.boot_failed(slot.worker if slot is not None else None,
                              f"not ready after {self.cfg.boot_timeout:g}s")
 
-    def boot_failed(self, worker: PrimaryWorker | None, why: str) -> None:
+    def boot_failed(self, worker: PrimaryWorker | None, why: str, *, first: bool = True) -> None:
         tail = self.stderr_tails.get(worker.id, ()) if worker is not None else ()
         who = f"worker {worker.id} (pid {worker.pid})" if worker is not None else "a worker"
-        self.halt(readiness.boot_failure(self.name, who, why, tail))
+        self.halt(readiness.boot_failure(self.name, who, why, tail, first=first))
 
     def halt(self, failure: str) -> None:
         """A boot failure: stop now; ``pycluster run`` prints ``failure`` and exits EXIT_BOOT."""
@@ -307,6 +313,13 @@ class Arbiter:
         if self.state == "starting" and not slot.ready:
             self.stderr_tails[worker.id] = tail
             self.boot_failed(worker, f"exited with {how} before it was ready")
+            return
+        if code == WORKER_BOOT_ERROR:
+            # pycluster's own bootstrap failed in the worker (no channel, never
+            # re-parented): another start cannot fare better (SPEC 4: a boot
+            # failure halts instead of respawning forever; gunicorn's WORKER_BOOT_ERROR).
+            self.stderr_tails[worker.id] = tail
+            self.boot_failed(worker, f"exited with {how} (WORKER_BOOT_ERROR)", first=False)
             return
         uptime = time.monotonic() - slot.started
         self.logs.master(f"worker {worker.id} (pid {worker.pid}) exited with {how}"

@@ -352,6 +352,16 @@ class LogBook:
                     self._emit(worker.id, state, text)
             self._close(worker.id, state)
 
+    def follow(self) -> Follower:
+        """A new ``logs -f`` client's backlog, fed every line from now on
+        (``unfollow`` it when the client leaves)."""
+        follower = Follower()
+        self.followers.add(follower)
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        self.followers.discard(follower)
+
     def tail(self, lines: int) -> tuple[list[Entry], int]:
         """The last ``lines`` lines, as many as fit in a ``MAX_REPLY``-byte reply,
         and how many of those asked for were left out to fit."""

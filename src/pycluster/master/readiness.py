@@ -43,10 +43,12 @@ def laggard(slots: Iterable[Slot]) -> Slot | None:
     return next((slot for slot in slots if not slot.ready), None)
 
 
-def boot_failure(name: str, who: str, why: str, stderr_tail: Iterable[str]) -> str:
-    """What the master says, and ``pycluster run`` prints, when the first generation never became ready."""
+def boot_failure(name: str, who: str, why: str, stderr_tail: Iterable[str], *, first: bool = True) -> str:
+    """What the master says, and ``pycluster run`` prints, when the first
+    generation never became ready (``first``), or a worker failed to boot."""
     tail = list(stderr_tail)
-    lines = [f"{name}: the first generation never became ready: {who} {why}"]
+    what = "the first generation never became ready" if first else "a worker failed to boot"
+    lines = [f"{name}: {what}: {who} {why}"]
     if tail:
         lines.append(f"last lines of {who}'s stderr:")
         lines.extend("  " + line for line in tail)

@@ -122,14 +122,8 @@ class ReloadHost(BootHost, Protocol):
     def scale(self, wanted: int) -> int: ...
     def start_forkserver(self) -> Any: ...
     def restart_forkserver(self) -> None: ...
-
-
-def _forkserver_call(host: ReloadHost, name: str) -> Any:
-    """The arbiter's fork-server ``ready`` / ``retire``. Bridge while the
-    arbiter is split (issue 11): its public name once it has one, else the
-    private one it has today. The lead deletes this at the merge."""
-    method = getattr(host, name, None) or getattr(host, "_" + name)
-    return method
+    async def forkserver_ready(self, server: Any) -> bool: ...
+    def retire_forkserver(self, server: Any) -> None: ...
 
 
 # -- the config ------------------------------------------------------------------------
@@ -223,7 +217,7 @@ class RollingReload:
             if host.cfg.preload:
                 # --preload: the new code is imported once, by a new fork server.
                 new_server = host.start_forkserver()
-                if not await _forkserver_call(host, "forkserver_ready")(new_server):
+                if not await host.forkserver_ready(new_server):
                     return self._result(False, self._aborted(f"the new code failed to load: {new_server.error}"))
                 old_server, host.forkserver = host.forkserver, new_server
             host.reload_generation = generation  # workers started from now on run the new code
@@ -294,7 +288,7 @@ class RollingReload:
 
     def _settle_forkservers(self, old_server: Any, new_server: Any, ok: bool) -> None:
         host = self.host
-        retire = _forkserver_call(host, "retire_forkserver")
+        retire = host.retire_forkserver
         if ok:
             retire(old_server)
             return
@@ -317,7 +311,7 @@ async def boot_replacement(host: BootHost, generation: int) -> tuple[PrimaryWork
         worker = await host.fork_worker(host.worker_env())
     except OSError as exc:
         return None, f"cannot start a new worker: {exc}"
-    worker.heartbeat_timeout = host.cfg.timeout  # type: ignore[attr-defined]  # what worker_env asked of it (watchdogs)
+    worker.heartbeat_timeout = host.cfg.timeout  # what worker_env asked of it (watchdogs)
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
     host.stderr_tails[worker.id] = tail
     host.logs.attach(worker, loop, tail)

@@ -213,15 +213,11 @@ def kill_late(worker: PrimaryWorker) -> None:
 
 # The heartbeat a worker's environment asked of it at its start (PYCLUSTER_HEARTBEAT):
 # the heartbeat check judges each worker by its own contract (watchdogs.HeartbeatCheck).
-# Kept on the worker object, which primary/ does not declare it on: hence setattr.
-_HEARTBEAT_CONTRACT = "heartbeat_timeout"
-
-
 def hold_to_heartbeat(worker: PrimaryWorker, timeout: float) -> None:
     """Record that ``worker`` was started with ``--timeout`` ``timeout`` (0: no heartbeats)."""
-    setattr(worker, _HEARTBEAT_CONTRACT, timeout)
+    worker.heartbeat_timeout = timeout
 
 
 def heartbeat_contract(worker: PrimaryWorker, default: float) -> float:
     """The ``--timeout`` ``worker`` was started with; ``default`` if none was recorded."""
-    return float(getattr(worker, _HEARTBEAT_CONTRACT, default))
+    return default if worker.heartbeat_timeout is None else worker.heartbeat_timeout

@@ -26,6 +26,7 @@ from ..core.common import SCHED_RR, wrap_received_fd
 from ..core.worker import Address, WorkerState
 from ..errors import ClusterError
 from ..ipc.channel import KIND_INTERNAL, KIND_USER, Channel
+from ..ipc.messages import ACT, CLOSE, DISCONNECT, EXITED_AFTER_DISCONNECT, HEARTBEAT, LISTENING, ONLINE, QUERY
 from ._signals import stop_signals_handled
 from .handles import Handle
 from .listeners import Listeners
@@ -233,7 +234,7 @@ class Engine:
             return
         worker._disconnecting = True
         self.listeners.release_all(worker)  # stop routing to it at once
-        worker._channel.send(KIND_INTERNAL, {"act": "disconnect", "signal": worker._kill_signal is None})
+        worker._channel.send(KIND_INTERNAL, {ACT: DISCONNECT, "signal": worker._kill_signal is None})
 
     def disconnect(self, callback: Callable[[], Any] | None = None) -> None:
         for worker in list(self.workers.values()):
@@ -268,8 +269,8 @@ class Engine:
             worker.emit("message", obj, handle)
             self.emit("message", worker, obj, handle)
             return
-        act = obj.get("act") if isinstance(obj, dict) else None
-        if act == "query":
+        act = obj.get(ACT) if isinstance(obj, dict) else None
+        if act == QUERY:
             # The only internal message that may carry a descriptor: the
             # socket of a worker's listen(fd=N).
             try:
@@ -391,9 +392,9 @@ def _heartbeat(engine: Engine, worker: PrimaryWorker, msg: dict[str, Any]) -> No
 # act -> what the primary does with that internal message from a worker
 # ("query", the only one that may carry a descriptor, is _query, called apart).
 ACTS: dict[str, Callable[[Engine, PrimaryWorker, dict[str, Any]], None]] = {
-    "heartbeat": _heartbeat,
-    "online": _online,
-    "listening": _listening,
-    "close": _close,
-    "exited_after_disconnect": _exited_after_disconnect,
+    HEARTBEAT: _heartbeat,
+    ONLINE: _online,
+    LISTENING: _listening,
+    CLOSE: _close,
+    EXITED_AFTER_DISCONNECT: _exited_after_disconnect,
 }

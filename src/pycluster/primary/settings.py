@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..core import tuning as _tuning
 from ..core.common import POLICY_NAMES, SCHED_RR
 from ..core.common import Record as _Record
 from ..errors import SettingsError
@@ -144,58 +145,36 @@ DEFAULT_POLICY = SCHED_RR
 
 
 # -- env-only tuning of the round-robin hand-off ---------------------------------
-
-def _window(raw: str) -> int:
-    value = int(raw)
-    if not 1 <= value <= 65536:
-        raise ValueError
-    return value
-
-
-def _seconds(raw: str) -> float:
-    value = float(raw)
-    if not 0 < value <= 86400:  # also refuses nan and inf
-        raise ValueError
-    return value
-
+# Declared, with their validators, in core/tuning.py (the table the master checks at start).
 
 ENV_RR_WINDOW = "PYCLUSTER_RR_WINDOW"
 ENV_HANDOFF_TIMEOUT = "PYCLUSTER_HANDOFF_TIMEOUT"
-
-# name: (parse, default, what a value must be)
-TUNING: dict[str, tuple[Callable[[str], float], float, str]] = {
-    ENV_RR_WINDOW: (_window, 64, "a whole number of hand-offs in flight per worker, 1 to 65536"),
-    ENV_HANDOFF_TIMEOUT: (_seconds, 5.0, "a number of seconds above 0 (at most 86400)"),
-}
+ENV_RR_PAIRS = "PYCLUSTER_RR_PAIRS"
 
 
-def env_tuning(name: str, environ: Mapping[str, str] | None = None) -> float:
+def env_tuning(name: str, environ: Mapping[str, str] | None = None) -> Any:
     """A tuning variable's value (its default when unset or empty); SettingsError naming it when bad."""
-    parse, default, what = TUNING[name]
-    raw = (os.environ if environ is None else environ).get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return parse(raw)
-    except ValueError:
-        raise SettingsError(f"environment {name}={raw[:40]!r}: expected {what} (default {default:g})") from None
+    return _tuning.read(name, environ)
 
 
 class Tuning(_Record):
     """The round-robin hand-off knobs: hand-offs in flight per worker, and how
     long one may wait in a worker's lane before the primary takes it back."""
 
-    __slots__ = ("window", "handoff_timeout")
+    __slots__ = ("window", "handoff_timeout", "pairs")
     window: int
     handoff_timeout: float
-    _defaults = {"window": int(TUNING[ENV_RR_WINDOW][1]), "handoff_timeout": TUNING[ENV_HANDOFF_TIMEOUT][1]}
+    pairs: bool
+    _defaults = {"window": _tuning.BY_ENV[ENV_RR_WINDOW].default,
+                 "handoff_timeout": _tuning.BY_ENV[ENV_HANDOFF_TIMEOUT].default,
+                 "pairs": _tuning.BY_ENV[ENV_RR_PAIRS].default}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Tuning:
         """Read (and check) when the policy is frozen, not at import: `pycluster
         status` must not die of a bad value it never uses."""
-        return cls(window=int(env_tuning(ENV_RR_WINDOW, environ)),
-                   handoff_timeout=env_tuning(ENV_HANDOFF_TIMEOUT, environ))
+        return cls(window=_tuning.rr_window(environ), handoff_timeout=_tuning.handoff_timeout(environ),
+                   pairs=_tuning.rr_pairs(environ))
 
 
 DEFAULT_TUNING = Tuning()

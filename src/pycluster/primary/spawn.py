@@ -16,9 +16,9 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any, Protocol, TypeVar
 
-from ..core.common import ENV_CHANNEL_FD, ENV_INSPECT_PORT, ENV_PPID, ENV_STDIO, ENV_WORKER_ID
 from ..errors import ClusterError, SettingsError
 from ..ipc.channel import socketpair
+from ..ipc.messages import ENV_CHANNEL_FD, ENV_INSPECT_PORT, ENV_PPID, ENV_STDIO, ENV_WORKER_ID
 from .settings import inspect_port
 
 P_co = TypeVar("P_co", covariant=True)

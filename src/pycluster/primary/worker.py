@@ -73,6 +73,9 @@ class PrimaryWorker(Worker):
         self.handle_keys: set[str] = set()  # the listener keys this worker was given
         self.listening_keys: set[str] = set()  # ... and those it listens on
         self.last_heartbeat: float | None = None
+        # The --timeout the worker was started with (PYCLUSTER_HEARTBEAT; 0: it sends
+        # none): a supervisor judges each worker by its own contract. None: not recorded.
+        self.heartbeat_timeout: float | None = None
 
     @property
     def pid(self) -> int | None:

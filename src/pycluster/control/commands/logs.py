@@ -36,13 +36,11 @@ async def run(arbiter: Any, params: dict[str, Any], writer: Any) -> Any:
     lines, omitted = arbiter.logs.tail(params["lines"])
     if not params["follow"] or writer is None:
         return _result(lines, omitted)
-    from ...master.logs import Follower
     writer.write(protocol.ok(_result(lines, omitted)))
-    follower = Follower()
+    follower = arbiter.logs.follow()
     # A follower waiting for the next line would learn of its client's hang-up only
     # at its next write: the control server watches the connection and tells it.
     hangup = arbiter.control.watch_hangup(writer, follower.close) if arbiter.control else None
-    arbiter.logs.followers.add(follower)
     try:
         while not writer.is_closing():
             batch = await follower.batch()
@@ -51,7 +49,7 @@ async def run(arbiter: Any, params: dict[str, Any], writer: Any) -> Any:
             writer.write(protocol.ok({"lines": batch}))
             await writer.drain()
     finally:
-        arbiter.logs.followers.discard(follower)
+        arbiter.logs.unfollow(follower)
         if hangup is not None:
             hangup.cancel()
     return protocol.STREAMED

@@ -31,9 +31,8 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run(arbiter: Any, params: dict[str, Any], writer: asyncio.StreamWriter | None) -> dict[str, Any]:
-    from ...master.reload import RollingReload
     wait = params["wait"]
-    reload = RollingReload(arbiter, on_progress=ProgressLines(writer).send if wait else None)
+    reload = arbiter.rolling_reload(on_progress=ProgressLines(writer).send if wait else None)
     reload.start()  # busy, not_running, bad_config: before any worker is touched
     if not wait:
         return {"generation": reload.generation, "started": True, "notes": list(reload.notes)}

@@ -11,22 +11,25 @@ failed to import; the server exits 1), ``{"id": N, "pid": P}`` or
 from __future__ import annotations
 
 import json
-import os
 import socket
 from typing import Any
 
-ENV_FD = "PYCLUSTER_FORKSERVER_FD"  # the fork server's end of the socketpair (it also tells pycluster's import)
+from ...core import tuning
+from ...errors import SettingsError
+from ...ipc.messages import ENV_FORKSERVER_FD
+
+ENV_FD = ENV_FORKSERVER_FD  # the fork server's end of the socketpair (it also tells pycluster's import)
 MAX_MESSAGE = 1 << 20
-_FORK_TIMEOUT = 5.0  # forking takes milliseconds: a fork server this late is stalled
 
 
 def fork_timeout() -> float:
-    """``PYCLUSTER_FORK_TIMEOUT`` seconds, or 5 when unset or not a positive number."""
+    """``PYCLUSTER_FORK_TIMEOUT`` seconds (forking takes milliseconds: a fork
+    server this late is stalled). ``pycluster run`` refused a bad value at
+    start; a library primary falls back on the default."""
     try:
-        value = float(os.environ.get("PYCLUSTER_FORK_TIMEOUT") or _FORK_TIMEOUT)
-    except ValueError:
-        return _FORK_TIMEOUT
-    return value if value > 0 else _FORK_TIMEOUT
+        return tuning.fork_timeout()
+    except SettingsError:
+        return float(tuning.BY_ENV["PYCLUSTER_FORK_TIMEOUT"].default)
 
 
 def send(sock: socket.socket, obj: dict[str, Any]) -> None:

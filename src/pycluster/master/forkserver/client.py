@@ -19,6 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ...ipc.messages import ENV_PPID
 from ._wire import ENV_FD, MAX_MESSAGE, fork_timeout
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class ForkServer:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(self.env)
         env[ENV_FD] = str(theirs.fileno())
-        env["PYCLUSTER_PPID"] = str(os.getpid())
+        env[ENV_PPID] = str(os.getpid())
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "pycluster.master.forkserver", self.target],
                                          env=env, cwd=self.cwd, pass_fds=[theirs.fileno()], close_fds=True,

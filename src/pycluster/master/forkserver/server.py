@@ -15,13 +15,15 @@ import socket
 import sys
 from typing import Any
 
+from ...errors import WORKER_BOOT_ERROR
+from ...ipc.messages import ENV_PPID
 from ._wire import ENV_FD, MAX_MESSAGE
 from ._wire import send as _send
 
 
 def serve(target: str) -> int:
     fd = int(os.environ[ENV_FD])  # kept: it tells pycluster's import this is a fork server
-    master = int(os.environ.get("PYCLUSTER_PPID", "0") or 0)
+    master = int(os.environ.get(ENV_PPID, "0") or 0)
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)
     # Ctrl-C and a stop that signals the whole process group (systemd, timeout)
@@ -128,7 +130,7 @@ def _become_worker(sock: socket.socket, fn: Any, target: str, master: int, fds: 
     deadline = time.monotonic() + 5.0
     while os.getppid() != master:
         if time.monotonic() > deadline:
-            os._exit(70)
+            os._exit(WORKER_BOOT_ERROR)
         time.sleep(0.0002)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a spawned worker starts
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ...ipc.messages import ENV_READY_FD
+
 
 def daemonize() -> int | None:
     """In the original process: wait and return the exit code. In the
@@ -31,7 +33,7 @@ def daemonize() -> int | None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.close(devnull)
-    os.environ["PYCLUSTER_READY_FD"] = str(write_fd)
+    os.environ[ENV_READY_FD] = str(write_fd)
     os.set_inheritable(write_fd, False)
     return None
 
@@ -39,7 +41,7 @@ def daemonize() -> int | None:
 def report(code: int, message: str = "") -> bool:
     """Tell the waiting `run -d` how it went (once). True if there was one
     to tell: it prints ``message`` itself."""
-    fd = os.environ.pop("PYCLUSTER_READY_FD", None)
+    fd = os.environ.pop(ENV_READY_FD, None)
     if fd is None:
         return False
     try:

@@ -69,7 +69,6 @@ def warn(message: str) -> None:
 
 _ACCEPT_BATCH = 64
 _MAX_QUEUE = 512
-_PAIRS = os.environ.get("PYCLUSTER_RR_PAIRS", "1") != "0"
 
 
 class RoundRobinHandle(Handle):
@@ -160,7 +159,7 @@ class RoundRobinHandle(Handle):
             self._reading = False
 
     def _on_readable(self) -> None:
-        self._batch = _PAIRS
+        self._batch = self.tuning.pairs
         try:
             self._accept_batch()
         finally:
