@@ -35,4 +35,10 @@ def sample(pid: int) -> tuple[float | None, int | None]:
 
 
 def forget(pid: int) -> None:
+    """Drop ``pid``'s cached process (the master calls it when a worker is reaped)."""
     _procs.pop(pid, None)
+
+
+def cached() -> int:
+    """How many processes the sampler holds (tests: the cache does not grow with restarts)."""
+    return len(_procs)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pycluster as cluster
 
 from ..control import commands
+from ..core import stats
 from ..errors import EXIT_BOOT, EXIT_OK, WORKER_BOOT_ERROR
 from ..ipc.messages import ENV_HEARTBEAT, ENV_ONLINE, ENV_READY_FD, ONLINE_AFTER_LOAD
 from ..primary.engine import Engine, PrimaryWorker
@@ -299,6 +300,8 @@ class Arbiter:
             return
         slot = self.workforce.release(worker, code, sig)
         self.logs.detach(worker)
+        if worker.pid is not None:
+            stats.forget(worker.pid)  # the status sampler's cache: a dead pid is never sampled again
         tail = self.stderr_tails.pop(worker.id, deque())
         if slot is None:
             self._maybe_finished()
