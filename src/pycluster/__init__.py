@@ -16,13 +16,18 @@ listener for that address (round-robin hand-off by default).
 
 from __future__ import annotations
 
+import errno as _errno
 import os as _os
 from typing import Any as _Any
 
-from .errors import ClusterError, ProtocolError, ChannelClosedError, AckTimeoutError, SettingsError, NotPrimaryError
-from .events import EventEmitter
-from ._common import SCHED_NONE, SCHED_RR, SCHED_REUSEPORT, POLICY_BY_NAME as _POLICY_BY_NAME
-from .worker import Address, Worker, WorkerState
+from .core.common import POLICY_BY_NAME as _POLICY_BY_NAME
+from .core.common import SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
+from .core.events import EventEmitter
+from .core.worker import Address, Worker, WorkerState
+from .errors import AckTimeoutError, ChannelClosedError, ClusterError, NotPrimaryError, ProtocolError, SettingsError
+from .ipc.messages import ENV_FORKSERVER_FD as _ENV_FORKSERVER_FD
+from .ipc.messages import ENV_SCHED_POLICY as _ENV_SCHED_POLICY
+from .ipc.messages import ENV_WORKER_ID as _ENV_WORKER_ID
 
 __version__ = "0.1.0"
 
@@ -37,12 +42,12 @@ __all__ = [
 
 # A --preload fork server imports the app as a worker would, and boots
 # pycluster's worker side in each worker it forks (_boot_forked).
-_preloading = "PYCLUSTER_FORKSERVER_FD" in _os.environ
-is_worker: bool = "PYCLUSTER_WORKER_ID" in _os.environ or _preloading
+_preloading = _ENV_FORKSERVER_FD in _os.environ
+is_worker: bool = _ENV_WORKER_ID in _os.environ or _preloading
 is_primary: bool = not is_worker
 is_master: bool = is_primary
 
-_env_policy = _os.environ.get("PYCLUSTER_SCHED_POLICY", "").strip().lower()
+_env_policy = _os.environ.get(_ENV_SCHED_POLICY, "").strip().lower()
 scheduling_policy: _Any = _POLICY_BY_NAME.get(_env_policy, SCHED_RR) if _env_policy in ("", *_POLICY_BY_NAME) \
     else f"PYCLUSTER_SCHED_POLICY={_env_policy!r} (use rr, none or reuseport)"
 
@@ -61,23 +66,32 @@ def _set_settings(merged: dict[str, _Any]) -> None:
 if is_primary:
     import sys as _sys
 
-    from .primary import Engine as _Engine
+    from .primary.engine import Engine as _Engine
 
     _engine = _Engine(_sys.modules[__name__])
     workers = _engine.workers
     _emitter = EventEmitter(loop_getter=lambda: _engine.loop, on_error=_engine._handler_failed)
 else:
-    from . import child as _child
+    from .child import runtime as _child
 
     _emitter = EventEmitter()
-    worker = None if _preloading else _child.boot()
+    if not _preloading:
+        worker = _child.boot().worker
 
 
 def _boot_forked() -> None:
     """In a worker forked by the fork server: become worker N now."""
     global worker, _preloading
     _preloading = False
-    worker = _child.boot()
+    worker = _child.boot().worker
+
+
+def _interceptor() -> _Any:
+    """The worker's bind interception (ENOTCONN before the worker booted)."""
+    runtime = _child.current()
+    if runtime is None:
+        raise OSError(_errno.ENOTCONN, "not connected to a primary")
+    return runtime.interceptor
 
 on = _emitter.on
 once = _emitter.once
@@ -137,19 +151,17 @@ def listen(address: _Any = None, *, kind: str = "tcp", backlog: int = 2048,
         if spec is None:
             raise ValueError("listen() in the primary needs an address")
         return _engine.add_listener(spec, kind=kind).sock
-    from . import net
-    return net.listen(address, kind=kind, backlog=backlog, fd=fd, exclusive_bind=exclusive)
+    return _interceptor().listen_address(address, kind=kind, backlog=backlog, fd=fd, exclusive_bind=exclusive)
 
 
 def listeners() -> list[_Any]:
     """In a worker: a socket for each of the primary's listeners (``--bind``), in order."""
     if _engine is not None:
         return [handle.sock for handle in _engine.master_listeners]
-    from . import net
-    return net.listeners()
+    return _interceptor().primary_listeners()
 
 
 def exclusive() -> _Any:
     """Context manager: binds inside it stay local to this worker (not shared)."""
-    from . import net
-    return net.exclusive()
+    from .child.intercept import exclusive as _exclusive
+    return _exclusive()

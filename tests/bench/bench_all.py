@@ -63,9 +63,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import psutil  # noqa: E402
-
-from bench_http import (precompile, HOST, LIVE, LUA_COUNT, NODE, REPO, WRK, Server, free_port, http_get, jain,  # noqa: E402
-                        med, pycluster_env, run_wrk, stop_all)
+from bench_http import (  # noqa: E402
+    HOST,
+    LIVE,
+    LUA_COUNT,
+    NODE,
+    REPO,
+    WRK,
+    Server,
+    free_port,
+    http_get,
+    jain,
+    med,
+    precompile,
+    pycluster_env,
+    run_wrk,
+    stop_all,
+)
 
 APPS = os.path.join(HERE, "apps")
 MIB = 2 ** 20

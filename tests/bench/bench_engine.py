@@ -46,9 +46,23 @@ import threading
 import time
 
 import psutil
-
-from bench_http import (precompile, HERE, HOST, LUA_COUNT, NODE, REPO, WRK, Server, free_port, http_get, jain, med,
-                        pycluster_env, run_wrk, stop_all)
+from bench_http import (
+    HERE,
+    HOST,
+    LUA_COUNT,
+    NODE,
+    REPO,
+    WRK,
+    Server,
+    free_port,
+    http_get,
+    jain,
+    med,
+    precompile,
+    pycluster_env,
+    run_wrk,
+    stop_all,
+)
 
 PYC_READY = r"\(pid (\d+)\) listening"
 NODE_READY = r"LISTENING (\d+)"
@@ -236,7 +250,7 @@ def kill_trial(srv: Server, probes: int = 4, timeout: float = 2.0) -> dict:
             try:
                 status, xpid = http_get(srv.port, timeout=timeout)
                 kind = "ok" if status == 200 else f"http-{status}"
-            except socket.timeout:
+            except TimeoutError:
                 kind = "hung"
             except (OSError, ValueError) as exc:
                 kind = type(exc).__name__

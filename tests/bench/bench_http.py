@@ -28,7 +28,7 @@ LUA_COUNT = os.path.join(HERE, "bench_count_pid.lua")
 WRK = shutil.which("wrk")
 NODE = shutil.which("node")
 
-LIVE: list["Server"] = []  # every server started and not yet stopped (cleanup on exit)
+LIVE: list[Server] = []  # every server started and not yet stopped (cleanup on exit)
 
 
 def free_port() -> int:
@@ -110,7 +110,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.ps: psutil.Process | None = None
 
-    def start(self, timeout: float = 60.0) -> "Server":
+    def start(self, timeout: float = 60.0) -> Server:
         self.log = open(self.logpath, "wb")
         self.proc = subprocess.Popen(self.argv, env=self.env, cwd=REPO, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)

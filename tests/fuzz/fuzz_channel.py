@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of the IPC frame decoder (pycluster.channel.FrameDecoder) with atheris.
+"""Coverage-guided fuzzing of the IPC frame decoder (pycluster.ipc.channel.FrameDecoder) with atheris.
 
 Not collected by pytest (not named test_*; tests/fuzz is outside testpaths); the bounded
 property-based version runs in the suite: tests/unit/test_fuzz_protocol.py. To fuzz for longer:
@@ -14,8 +14,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from pycluster.channel import KIND_INTERNAL, KIND_USER, MAX_FDS, FrameDecoder
     from pycluster.errors import ProtocolError
+    from pycluster.ipc.channel import KIND_INTERNAL, KIND_USER, MAX_FDS, FrameDecoder
 
 
 def test_one_input(data: bytes) -> None:

@@ -15,8 +15,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from pycluster import commands
-    from pycluster.control import protocol
+    from pycluster.control import commands, protocol
 
 
 def test_one_input(data: bytes) -> None:

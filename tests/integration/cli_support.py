@@ -22,8 +22,9 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -112,7 +113,7 @@ def exchange(path: str | os.PathLike, payload: bytes, *, timeout: float = 5.0, s
             sock.settimeout(2.0)
             try:
                 closed = sock.recv(65536) == b""
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 closed = False
             except ConnectionResetError:
                 closed = True

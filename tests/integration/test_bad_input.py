@@ -10,7 +10,7 @@ off by the read timeout; more idle connections than the client bound get a clear
 never a hang. Afterwards the master answers status with nothing changed (same workers, wanted
 count, generation), serves HTTP, and holds as many file descriptors as before.
 
-Config: for every setting in ``pycluster.config.SETTINGS``, a ``pycluster.toml`` with a
+Config: for every setting in ``pycluster.master.config.SETTINGS``, a ``pycluster.toml`` with a
 wrong-typed value, and one with an out-of-range value where the setting has a range, makes
 ``pycluster run`` exit 2, before starting any worker, with a message naming the file and the key.
 """
@@ -32,8 +32,9 @@ from pathlib import Path
 import pytest
 
 from cli_support import Cluster, exchange, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
-from pycluster import commands, config
+from pycluster.control import commands
 from pycluster.control.server import MAX_CLIENTS, READ_TIMEOUT
+from pycluster.master import config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -108,7 +109,7 @@ def send_bad(path: Path, payload: bytes, *, shut_write: bool = False, hang_up: b
                 chunk = sock.recv(65536)
             except ConnectionResetError:
                 chunk = b""
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 break
             if took is None:
                 took = time.monotonic() - start
@@ -143,7 +144,7 @@ class Bystander:
                 return
             self.results.append((time.monotonic() - start, replies))
 
-    def __enter__(self) -> "Bystander":
+    def __enter__(self) -> Bystander:
         self._thread.start()
         wait_until(lambda: self.results or self.errors, 5, "the bystander's first status reply")
         return self

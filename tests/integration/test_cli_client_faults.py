@@ -21,7 +21,6 @@ import time
 import pytest
 
 from cli_support import IDLE_APP, PYCLUSTERCTL, exchange, pyc, wait_until  # noqa: F401  (pyc: fixture)
-
 from pycluster.control import client
 from pycluster.control.server import MAX_CLIENTS
 

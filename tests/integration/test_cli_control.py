@@ -21,8 +21,17 @@ from pathlib import Path
 import pytest
 
 import pycluster
-from cli_support import (IDLE_APP, PYCLUSTERCTL, Cluster, exchange, group_pids, http_get,  # noqa: F401
-                         pid_gone, pyc, wait_until)  # (pyc is a fixture)
+from cli_support import (  # noqa: F401
+    IDLE_APP,
+    PYCLUSTERCTL,
+    Cluster,
+    exchange,
+    group_pids,
+    http_get,
+    pid_gone,  # (pyc is a fixture)
+    pyc,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

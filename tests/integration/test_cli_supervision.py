@@ -18,8 +18,7 @@ import time
 
 import pytest
 
-from cli_support import (IDLE_APP, READY, STUBBORN_APP, group_pids, http_get, pid_gone, pyc,  # noqa: F401  (pyc: fixture)
-                         wait_until)
+from cli_support import IDLE_APP, READY, STUBBORN_APP, group_pids, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
 
 pytestmark = pytest.mark.timeout(60)
 

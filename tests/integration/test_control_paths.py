@@ -29,9 +29,8 @@ from pathlib import Path
 import pytest
 
 from cli_support import IDLE_APP, pyc  # noqa: F401  (pyc: fixture)
-
 from pycluster.control.claim import ControlSocketInUse, claim
-from pycluster.pidfile import PidFile, PidFileError
+from pycluster.master.ops.pidfile import PidFile, PidFileError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -239,7 +238,7 @@ def _answer_status(sock: socket.socket, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             conn, _ = sock.accept()
-        except (socket.timeout, OSError):
+        except (TimeoutError, OSError):
             continue
         with conn:
             conn.settimeout(1)

@@ -55,8 +55,7 @@ import time
 
 import pytest
 
-from cli_support import (POLL, ThreadedLoad, exchange, group_pids, http_get, pid_gone, pyc,  # noqa: F401  (pyc)
-                         wait_until)
+from cli_support import POLL, ThreadedLoad, exchange, group_pids, http_get, pid_gone, pyc, wait_until  # noqa: F401  (pyc)
 
 pytestmark = pytest.mark.timeout(60)
 

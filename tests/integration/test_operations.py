@@ -142,7 +142,7 @@ class KeepAliveLoad(ThreadedLoad):
                 self._fail("eof", repr(exc))
             except (ConnectionResetError, BrokenPipeError) as exc:
                 self._fail("reset", repr(exc))
-            except (socket.timeout, TimeoutError) as exc:
+            except TimeoutError as exc:
                 self._fail("timeout", repr(exc))
             except Exception as exc:  # noqa: BLE001 - every lost request counts
                 self._fail("other", repr(exc))
@@ -324,7 +324,7 @@ class NotifySocket:
             self.sock.settimeout(left)
             try:
                 data = self.sock.recv(4096)
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 continue
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
             self.messages.append(fields)

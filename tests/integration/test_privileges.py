@@ -107,8 +107,8 @@ def nobody_runtime():
 
 def _find_runtime(home: Path) -> Runtime:
     """Probe, as nobody, the interpreters that could run workers; skip (with why) if none can."""
-    worker_probe = "import pycluster._target, pycluster.examples.hello"
-    master_probe = "import click, psutil, pycluster.cli, pycluster.arbiter"
+    worker_probe = "import pycluster.child.entry, pycluster.examples.hello"
+    master_probe = "import click, psutil, pycluster.cli, pycluster.master.arbiter"
     why = []
     try:
         ok = like_a_worker([sys.executable, "-c", worker_probe], {"PYTHONPATH": str(SRC)}).returncode == 0

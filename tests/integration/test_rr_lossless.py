@@ -16,6 +16,7 @@ runs in a thread of the primary.
 from __future__ import annotations
 
 import pytest
+
 from server_support import assert_finished, describe
 
 pytestmark = pytest.mark.timeout(60)

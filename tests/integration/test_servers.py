@@ -18,6 +18,7 @@ aiohttp shut down through their own SIGTERM handling) and the primary 0.
 from __future__ import annotations
 
 import pytest
+
 from server_support import assert_finished, describe
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,6 +16,7 @@ primary; afterwards ``cluster.disconnect()`` and every process exits 0.
 from __future__ import annotations
 
 import pytest
+
 from server_support import assert_finished, describe
 
 pytestmark = pytest.mark.timeout(60)

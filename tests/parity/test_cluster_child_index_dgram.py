@@ -19,7 +19,6 @@ closed it. UDP is always a shared socket; the test runs under both policies
 from __future__ import annotations
 
 import pytest
-
 from test_cluster_child_index_net import SCRIPT  # one script for both: KIND picks tcp or udp
 
 

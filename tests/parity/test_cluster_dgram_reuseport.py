@@ -4,7 +4,7 @@ Python translation: in the worker the app creates two UDP sockets with
 SO_REUSEPORT set before bind (Node's ``reusePort: true``); the first binds
 127.0.0.1:0, the second the same port. Although UDP is otherwise always
 shared through the primary, these binds stay local: no query is sent
-(``pycluster.net.listen_requests == 0``), the primary sees no 'listening',
+(``pycluster.child.intercept.listen_requests == 0``), the primary sees no 'listening',
 both sockets receive datagrams, and the worker disconnects and exits (0, None).
 """
 
@@ -32,7 +32,7 @@ if cluster.is_primary:
     cluster.on("exit", must_call(on_exit, 1))
     report(primary_rc=cluster.run())
 else:
-    from pycluster import net
+    from pycluster.child import intercept as net
 
     def reuseport_socket(port):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

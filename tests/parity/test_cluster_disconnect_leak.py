@@ -8,7 +8,7 @@ internal "resource leak" assertion).
 
 Python translation: the policy is set with ``cluster.scheduling_policy =
 cluster.SCHED_NONE`` before the first fork. The leak check reads the
-primary's handle table (``cluster._engine._handles``) in cluster 'exit',
+primary's handle table (``cluster._engine.listeners.handles``) in cluster 'exit',
 when the only worker is gone: it must be empty. The worker's bind may fail
 if the disconnect wins the race (it is then no longer connected); the
 worker reports that and ends normally, so its exit is ``(0, None)`` either
@@ -32,7 +32,7 @@ if cluster.is_primary:
     worker.on("exit", must_call(lambda code, sig: report(exit=[code, sig]), 1, name="worker exit"))
 
     def on_cluster_exit(w, code, sig):
-        report(handles_left=sorted(cluster._engine._handles), workers_left=len(cluster.workers))
+        report(handles_left=sorted(cluster._engine.listeners.handles), workers_left=len(cluster.workers))
 
     cluster.on("exit", must_call(on_cluster_exit, 1))
     cluster.disconnect()

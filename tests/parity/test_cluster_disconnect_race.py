@@ -53,7 +53,7 @@ if cluster.is_primary:
     def on_exit(w, code, sig):
         exits.append([code, sig])
         if len(exits) == 2:
-            report(handles_left=sorted(cluster._engine._handles), port_released=bindable(ports[0]))
+            report(handles_left=sorted(cluster._engine.listeners.handles), port_released=bindable(ports[0]))
 
     worker1.on("message", must_call(on_message, 1))
     cluster.on("exit", must_call(on_exit, 2))

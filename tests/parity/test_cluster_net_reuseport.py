@@ -4,7 +4,7 @@ Python translation: in the worker the app creates two TCP sockets and sets
 SO_REUSEPORT on each before binding (Node's ``reusePort: true``): the first
 binds 127.0.0.1:0, the second binds the port the first one got. pycluster
 must leave both alone: no query goes to the primary
-(``pycluster.net.listen_requests == 0`` in the worker), no 'listening'
+(``pycluster.child.intercept.listen_requests == 0`` in the worker), no 'listening'
 reaches the primary, both listeners accept, and the worker disconnects and
 exits (0, None).
 """
@@ -37,7 +37,7 @@ if cluster.is_primary:
     cluster.on("exit", must_call(on_exit, 1))
     report(primary_rc=cluster.run())
 else:
-    from pycluster import net
+    from pycluster.child import intercept as net
 
     def reuseport_server(port):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

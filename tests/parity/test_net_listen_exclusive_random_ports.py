@@ -6,7 +6,7 @@ one with a plain ``socket.bind(("127.0.0.1", 0))`` inside
 ``cluster.listen("127.0.0.1:0", exclusive=True)``. Exclusive binds are local
 to the worker, so all four listeners get different ports, every one of them
 accepts a connection, no query reaches the primary
-(``pycluster.net.listen_requests == 0``) and no 'listening' is reported.
+(``pycluster.child.intercept.listen_requests == 0``) and no 'listening' is reported.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ if cluster.is_primary:
     cluster.fork()
     report(primary_rc=cluster.run())
 else:
-    from pycluster import net
+    from pycluster.child import intercept as net
 
     with cluster.exclusive():
         a = socket.socket()

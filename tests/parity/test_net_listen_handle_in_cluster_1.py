@@ -10,7 +10,7 @@ The worker's 'message' handler receives (None, handle): the handle is a
 ``socket.socket`` on the same port, already listening; the worker calls
 ``listen()`` on it (Node creates a server on the handle), and a connection
 to the port is accepted on it. None of this queries the primary
-(``pycluster.net.listen_requests == 0``, no 'listening' event). The worker
+(``pycluster.child.intercept.listen_requests == 0``, no 'listening' event). The worker
 then disconnects and exits (0, None).
 """
 
@@ -52,7 +52,7 @@ if cluster.is_primary:
 
         report(primary_rc=asyncio.run(main()))
 else:
-    from pycluster import net
+    from pycluster.child import intercept as net
 
     def on_message(message, handle):
         info = {"message": message, "type": type(handle).__name__}

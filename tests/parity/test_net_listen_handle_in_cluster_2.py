@@ -9,7 +9,7 @@ cluster - with the C-level ``_socket.socket`` (the raw handle; pycluster
 only intercepts ``socket.socket.bind``), and with a plain socket bound
 inside ``with cluster.exclusive():`` - then ``listen()`` is called on it
 outside any bypass. That listen uses the socket as is: it is not shared
-(``pycluster.net.listen_requests == 0``, no 'listening' in the primary), it
+(``pycluster.child.intercept.listen_requests == 0``, no 'listening' in the primary), it
 keeps its own port, and it accepts a connection. The worker disconnects and
 exits (0, None).
 """
@@ -32,7 +32,7 @@ if cluster.is_primary:
     report(primary_rc=cluster.run())
 else:
     import _socket
-    from pycluster import net
+    from pycluster.child import intercept as net
 
     if HOW == "raw":
         raw = _socket.socket(socket.AF_INET, socket.SOCK_STREAM)

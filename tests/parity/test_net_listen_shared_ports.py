@@ -63,7 +63,7 @@ if cluster.is_primary:
     report(port=port, primary_rc=cluster.run())
 else:
     import os
-    from pycluster import net
+    from pycluster.child import intercept as net
 
     port = int(os.environ["SHARED_PORT"])
     result = {}

@@ -8,11 +8,20 @@ import socket
 import threading
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pycluster.channel import (HEADER, KIND_INTERNAL, KIND_USER, MAX_FDS, MAX_FRAME, Channel,
-                               FrameDecoder, encode_frame)
 from pycluster.errors import AckTimeoutError, ChannelClosedError, ProtocolError
+from pycluster.ipc.channel import (
+    HEADER,
+    KIND_INTERNAL,
+    KIND_USER,
+    MAX_FDS,
+    MAX_FRAME,
+    Channel,
+    FrameDecoder,
+    encode_frame,
+)
 
 pytestmark = pytest.mark.timeout(60)
 TIMEOUT = 5.0  # seconds any single await may take before the test fails

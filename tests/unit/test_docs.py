@@ -1,12 +1,12 @@
 """The documentation stays true to the code.
 
 * the man pages' generated blocks (run options, environment, TOML keys,
-  signals) match what ``pycluster.config.SETTINGS`` and the master's signal
-  table generate (``python -m pycluster._manpage --check``), and drift is
+  signals) match what ``pycluster.master.config.SETTINGS`` and the master's signal
+  table generate (``python man/generate.py --check``), and drift is
   detected and repaired by ``--check`` / ``--write``;
 * groff renders both pages without a warning;
 * every long option of every verb's ``--help`` is in pycluster(1);
-* ``configs/pycluster.toml`` loads with ``pycluster.config.load`` and sets
+* ``configs/pycluster.toml`` loads with ``pycluster.master.config.load`` and sets
   every key, each with a comment;
 * the systemd units and the logrotate file agree with each other and with
   the defaults they depend on;
@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import os
 import re
 import shlex
@@ -27,9 +28,13 @@ from pathlib import Path
 
 import pytest
 
-from pycluster import _manpage, config
+from pycluster.master import config
 
 ROOT = Path(__file__).resolve().parents[2]
+GENERATOR = ROOT / "man" / "generate.py"  # a development tool: not in the wheel
+_spec = importlib.util.spec_from_file_location("pycluster_man_generate", GENERATOR)
+_manpage = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_manpage)
 MAN1 = ROOT / "man" / "pycluster.1"
 MAN5 = ROOT / "man" / "pycluster.toml.5"
 TOML = ROOT / "configs" / "pycluster.toml"
@@ -59,7 +64,7 @@ def _man_text(path: Path) -> str:
 
 # -- generated blocks -------------------------------------------------------------
 def test_man_pages_generated_blocks_match_settings():
-    result = _py("-m", "pycluster._manpage", "--check", str(MAN1), str(MAN5))
+    result = _py(str(GENERATOR), "--check", str(MAN1), str(MAN5))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -79,7 +84,7 @@ def test_generated_blocks_name_every_setting():
 
 
 def test_generated_signals_follow_the_masters_table():
-    from pycluster.arbiter import _SIGNALS
+    from pycluster.master.arbiter import _SIGNALS
     block = _manpage.render_signals()
     for signum in _SIGNALS:
         assert f"\\fB{signum.name}\\fR" in block
@@ -90,20 +95,20 @@ def test_check_detects_drift_and_write_repairs_it(tmp_path):
     text = MAN1.read_text(encoding="utf-8")
     assert "Number of workers" in text
     page.write_text(text.replace("Number of workers", "Count of workers", 1), encoding="utf-8")
-    stale = _py("-m", "pycluster._manpage", "--check", str(page))
+    stale = _py(str(GENERATOR), "--check", str(page))
     assert stale.returncode == 1
     assert "Count of workers" in stale.stderr  # the diff shows what differs
-    written = _py("-m", "pycluster._manpage", "--write", str(page))
+    written = _py(str(GENERATOR), "--write", str(page))
     assert written.returncode == 0, written.stderr
     assert page.read_text(encoding="utf-8") == text
-    assert _py("-m", "pycluster._manpage", "--check", str(page)).returncode == 0
+    assert _py(str(GENERATOR), "--check", str(page)).returncode == 0
 
 
 def test_check_refuses_a_page_without_markers(tmp_path):
     page = tmp_path / "plain.1"
     page.write_text('.TH PLAIN 1\n.SH NAME\nplain \\- nothing generated\n', encoding="utf-8")
-    assert _py("-m", "pycluster._manpage", "--check", str(page)).returncode == 2
-    assert _py("-m", "pycluster._manpage", "--check", str(tmp_path / "missing.1")).returncode == 2
+    assert _py(str(GENERATOR), "--check", str(page)).returncode == 2
+    assert _py(str(GENERATOR), "--check", str(tmp_path / "missing.1")).returncode == 2
 
 
 # -- groff ------------------------------------------------------------------------------
@@ -220,8 +225,9 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
 
 
 def test_logrotate_signals_the_master_from_its_pidfile():
-    from pycluster.arbiter import _SIGNALS
     import signal
+
+    from pycluster.master.arbiter import _SIGNALS
     assert _SIGNALS[signal.SIGUSR1] == {"cmd": "reopen"}
     text = LOGROTATE.read_text(encoding="utf-8")
     argv = _exec_start()

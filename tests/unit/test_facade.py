@@ -1,19 +1,19 @@
 """The ``pycluster`` facade (STYLE: "re-exports the public names with an
 explicit ``__all__``; a test checks it"), the bare ``Worker()`` record (Node's
 test-cluster-worker-constructor.js) and the ``--bind`` address syntax of
-SPEC section 3 (``pycluster._sockets.parse_address``)."""
+SPEC section 3 (``pycluster.core.sockets.parse_address``)."""
 
 from __future__ import annotations
-
 import __future__
+
 import types
 
 import pytest
 
 import pycluster
 from pycluster import Worker, WorkerState
-from pycluster._sockets import ListenSpec, parse_address
-from pycluster.events import EventEmitter
+from pycluster.core.events import EventEmitter
+from pycluster.core.sockets import ListenSpec, parse_address
 
 PUBLIC = {
     # module-level API (SPEC section 2)

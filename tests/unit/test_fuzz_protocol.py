@@ -1,6 +1,6 @@
 """Fuzzing the two parsers that read bytes from another process (RELIABILITY 2.17, T25/T26).
 
-IPC codec (``pycluster.channel.FrameDecoder``; round-trips and plain garbage are in
+IPC codec (``pycluster.ipc.channel.FrameDecoder``; round-trips and plain garbage are in
 test_channel.py): corrupted valid streams fed in arbitrary pieces raise only ProtocolError;
 good frames before garbage are still delivered; an advertised length is never allocated up
 front (a frame over the 64 MiB limit is refused on its header alone, and memory follows the
@@ -19,13 +19,13 @@ import math
 import tracemalloc
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from pycluster import commands
-from pycluster.channel import HEADER, KIND_INTERNAL, KIND_USER, MAX_FDS, MAX_FRAME, FrameDecoder, encode_frame
-from pycluster.control import protocol
+from pycluster.control import commands, protocol
 from pycluster.control.protocol import MAX_REQUEST, RequestError
 from pycluster.errors import ProtocolError
+from pycluster.ipc.channel import HEADER, KIND_INTERNAL, KIND_USER, MAX_FDS, MAX_FRAME, FrameDecoder, encode_frame
 
 pytestmark = pytest.mark.timeout(120)
 

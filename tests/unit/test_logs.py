@@ -1,4 +1,4 @@
-"""Unit tests of the master's log plumbing (pycluster.logs): line cutting, printable text, the
+"""Unit tests of the master's log plumbing (pycluster.master.logs): line cutting, printable text, the
 bounded follower backlog and ring, the capped ``logs`` reply. No processes."""
 
 from __future__ import annotations
@@ -7,10 +7,11 @@ import asyncio
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pycluster import logs
-from pycluster._common import printable
+from pycluster.core.common import printable
+from pycluster.master import logs
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from pycluster.cli import main
-from pycluster.worker import Address
+from pycluster.core.worker import Address
 
 
 def test_startup_writes_a_notify_unit_for_the_run_arguments(tmp_path, monkeypatch):
@@ -37,6 +37,38 @@ def test_startup_rejects_a_bad_config(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "app:main"])
     assert result.exit_code == 2
     assert "did you mean 'workers'" in result.output
+
+
+def test_startup_reads_the_target_after_options_with_the_run_parser(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "-b", "127.0.0.1:8000", "app:main"])
+    assert result.exit_code == 0, result.output
+    assert "Description=pycluster app\n" in result.output  # not "127" (an address is no target)
+    exec_start = next(line for line in result.output.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith("run -b 127.0.0.1:8000 app:main")
+
+
+def test_startup_takes_name_timeout_and_config_file_from_the_run_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other.toml").write_text('app = "pkg.web:main"\ngraceful_timeout = 12\n')
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "-c", "other.toml", "--policy", "none"])
+    assert result.exit_code == 0, result.output
+    assert "Description=pycluster web\n" in result.output and "TimeoutStopSec=17" in result.output
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "--graceful-timeout", "20", "-n", "api",
+                                       "srv.py"])
+    assert result.exit_code == 0, result.output
+    assert "Description=pycluster api\n" in result.output and "TimeoutStopSec=25" in result.output
+
+
+def test_startup_refuses_run_arguments_that_run_would_refuse(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "--bogus", "app:main"])
+    assert result.exit_code == 2
+    assert "No such option" in result.output and "--bogus" in result.output
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "-w", "many", "app:main"])
+    assert result.exit_code == 2 and "bad value for 'workers'" in result.output
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "-w", "2"])
+    assert result.exit_code == 2 and "no app to run" in result.output
 
 
 def test_address_prints_as_bind_syntax():

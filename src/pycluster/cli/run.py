@@ -8,12 +8,12 @@ import os
 import sys
 from typing import Any
 
-from .. import config
 from ..errors import EXIT_BOOT, EXIT_RUNTIME, EXIT_USAGE
+from ..master import config
 
 
 def _err(message: str) -> None:
-    from ..daemon import report
+    from ..master.ops.daemon import report
     text = f"pycluster: {message}\n"
     if not report(1, text):  # a waiting `run -d` prints it
         sys.stderr.write(text)
@@ -43,12 +43,12 @@ def run_master(target: str | None, config_file: str | None, flags: dict[str, Any
         _err(str(exc))
         return EXIT_USAGE
     if cfg.daemon:
-        from ..daemon import daemonize
+        from ..master.ops.daemon import daemonize
         code = daemonize()
         if code is not None:
             return code
-    from ..control.paths import socket_path
     from ..control.claim import check_free
+    from ..control.paths import socket_path
     control = socket_path(name, cfg.control)
     try:
         check_free(control)  # a live master, another user's socket, a file that is no socket
@@ -57,7 +57,7 @@ def run_master(target: str | None, config_file: str | None, flags: dict[str, Any
         return EXIT_RUNTIME
     pidfile = None
     if cfg.pidfile:
-        from ..pidfile import PidFile, PidFileError
+        from ..master.ops.pidfile import PidFile, PidFileError
         try:
             pidfile = PidFile(cfg.pidfile)
             pidfile.acquire()
@@ -73,9 +73,10 @@ def run_master(target: str | None, config_file: str | None, flags: dict[str, Any
 
 def _run(cfg: config.RunConfig, name: str, control: str, flags: dict, config_file: str | None) -> int:
     import pycluster
-    from ..arbiter import Arbiter
+
     from ..control.claim import ControlSocketInUse
     from ..errors import SettingsError
+    from ..master.arbiter import Arbiter
 
     arbiter = Arbiter(cfg, name, control, version=pycluster.__version__, flags=flags,
                       config_path=config_file)
@@ -89,7 +90,7 @@ def _run(cfg: config.RunConfig, name: str, control: str, flags: dict, config_fil
     except OSError as exc:
         _err(str(exc))
         return EXIT_RUNTIME
-    from ..systemd import Notifier
+    from ..master.ops.systemd import Notifier
     arbiter.notify = Notifier.from_environ()
     arbiter.start_workers()  # before importing asyncio: the workers boot meanwhile
     import asyncio
@@ -105,7 +106,7 @@ def _run(cfg: config.RunConfig, name: str, control: str, flags: dict, config_fil
     finally:
         pycluster._engine._shutdown_loop(loop)
     if arbiter.boot_failure:
-        from ..daemon import report
+        from ..master.ops.daemon import report
         if not report(EXIT_BOOT, f"pycluster: {arbiter.boot_failure}\n"):
             sys.stderr.write(f"pycluster: {arbiter.boot_failure}\n")
         return EXIT_BOOT

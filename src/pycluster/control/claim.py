@@ -22,7 +22,7 @@ import secrets
 import socket
 import stat
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from . import protocol
 from .paths import ControlPathError, ensure_private_dir, user_name

@@ -1,4 +1,11 @@
-"""A blocking control client (what the CLI verbs and pyclusterctl use)."""
+"""A blocking control client (what the CLI verbs and pyclusterctl use).
+
+:func:`request` and :func:`stream` talk to a master and raise the client's own
+exceptions (:class:`NoMaster`, :class:`UntrustedSocket`, ``OSError``);
+:func:`find` and :func:`call` are what a verb uses: they turn every failure
+into a :class:`~pycluster.errors.ControlError` carrying the exit status the
+CLI exits with (SPEC section 3), so that only the CLI exits.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,13 @@ import os
 import socket
 import stat
 import struct
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any, Protocol
 
+from ..errors import EXIT_FAILED, EXIT_NO_MASTER, EXIT_USAGE, ControlError
 from . import paths, protocol
+
+REQUEST_TIMEOUT = 10.0  # seconds a verb waits for the master's reply (then: exit 3, no master answers)
 
 _CRED = struct.Struct("3i")
 
@@ -94,7 +105,7 @@ def _connect(path: str, timeout: float) -> socket.socket:
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         s.close()
         raise NoMaster(f"no master answers on {path} ({exc.strerror})") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         s.close()
         raise NoAnswer(f"the master on {path} did not accept the connection within {timeout:g}s") from None
     except OSError:
@@ -115,7 +126,7 @@ def request(path: str, obj: dict[str, Any], timeout: float = 10.0) -> dict[str, 
             pass
         try:
             line = s.makefile("rb").readline(protocol.MAX_REQUEST * 64)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise NoAnswer(f"the master on {path} did not answer within {timeout:g}s"
                            " (it may be stopped or overloaded)") from None
         except ConnectionResetError:
@@ -137,3 +148,35 @@ def stream(path: str, obj: dict[str, Any], timeout: float | None = None) -> Iter
             yield json.loads(line)
     finally:
         s.close()
+
+
+class Echo(Protocol):
+    """Where a verb's client side prints: a line on stdout, or on stderr with ``err=True``."""
+
+    def __call__(self, message: str, *, err: bool = False) -> None: ...
+
+
+def find(name: str | None, control: str | None) -> str:
+    """The control socket to talk to (:func:`resolve`); ControlError when none or several."""
+    try:
+        return resolve(name, control)
+    except NoMaster as exc:
+        raise ControlError(str(exc), EXIT_NO_MASTER) from exc
+    except Ambiguous as exc:
+        raise ControlError(str(exc), EXIT_USAGE) from exc
+
+
+def call(path: str, obj: dict[str, Any], timeout: float = REQUEST_TIMEOUT) -> Any:
+    """One request; its result, or a ControlError that says why there is none."""
+    try:
+        reply = request(path, obj, timeout=timeout)
+    except NoMaster as exc:  # nothing listens, or the master did not answer within `timeout`
+        raise ControlError(str(exc), EXIT_NO_MASTER) from exc
+    except UntrustedSocket as exc:
+        raise ControlError(str(exc), EXIT_FAILED) from exc
+    except OSError as exc:
+        raise ControlError(f"cannot reach the master on {path}: {exc}", EXIT_FAILED) from exc
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise ControlError(f"{err.get('message', 'request failed')} ({err.get('code', '?')})", EXIT_FAILED)
+    return reply.get("result")

@@ -6,6 +6,8 @@ import errno
 import os
 import stat
 
+from ..ipc.messages import ENV_RUNTIME_DIR
+
 
 class ControlPathError(OSError):
     """A control path pycluster must not use; ``str()`` is the message alone."""
@@ -16,8 +18,8 @@ class ControlPathError(OSError):
 
 def runtime_dir(environ: dict[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
-    if env.get("PYCLUSTER_RUNTIME_DIR"):
-        return env["PYCLUSTER_RUNTIME_DIR"]
+    if env.get(ENV_RUNTIME_DIR):
+        return env[ENV_RUNTIME_DIR]
     if env.get("XDG_RUNTIME_DIR"):
         return os.path.join(env["XDG_RUNTIME_DIR"], "pycluster")
     if os.geteuid() == 0:

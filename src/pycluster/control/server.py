@@ -6,6 +6,10 @@ a peer whose uid (SO_PEERCRED) is neither ours nor root's is refused.
 Requests are bounded in size, read with a timeout, and the number of
 clients at once is capped. A leftover socket is replaced (claim.py) only
 after a connect() proves nobody listens on it, under a lock.
+
+Nothing a client sends or a command does escapes a connection's task: a bug
+becomes an ``internal`` error reply, its traceback goes to the master's log
+(``pycluster logs``, ``--log-file``), and the master keeps serving.
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ import os
 import socket
 import struct
 
-from .. import commands
-from . import protocol
+from . import commands, protocol
 from .claim import ControlSocketInUse, claim, claim_with_identity, probe, release  # noqa: F401 (re-exported)
 
 MAX_CLIENTS = 32
@@ -52,6 +55,7 @@ class ControlServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # a client callback runs in its own task
         sock = writer.get_extra_info("socket")
         try:
             if len(self.clients) >= MAX_CLIENTS:
@@ -68,6 +72,10 @@ class ControlServer:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception as exc:  # noqa: BLE001 - habit 14: the client is told, the master keeps serving
+            message = commands.log_internal(self.arbiter, "the control server", exc)
+            if not writer.is_closing():
+                writer.write(protocol.error("internal", message))
         finally:
             self.clients.discard(task)
             self._readers.pop(writer, None)
@@ -95,7 +103,8 @@ class ControlServer:
                 pass
             on_hangup()
 
-        return asyncio.ensure_future(watch())
+        keep = getattr(self.arbiter, "keep_task", None)  # every task the master starts is kept (habit 14)
+        return keep(watch(), "logs -f hang-up watch") if keep is not None else asyncio.ensure_future(watch())
 
     @staticmethod
     def _peer(sock: socket.socket) -> tuple[int, int] | None:

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Any
 
 import pycluster as cluster
 
@@ -51,14 +52,14 @@ class _Responses:
 class HelloProtocol(asyncio.Protocol):
     """Minimal HTTP/1.1: keep-alive, Connection: close, HTTP/1.0, Content-Length bodies."""
 
-    def __init__(self, app: "HelloServer"):
+    def __init__(self, app: HelloServer):
         self.app = app
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None  # the asyncio transport, once connected
         self.buf = b""
         self.idle = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
         self.app.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -49,9 +49,9 @@ class History:
         for wid in set(self._last) - seen:  # replaced or retired workers
             self._last.pop(wid)
             self.samples.pop(wid, None)
-        for series in (*self.samples.values(), self.totals):
-            while series and series[0][0] < now - self.window:
-                series.popleft()
+        for samples in self.samples.values():
+            _trim(samples, now - self.window)
+        _trim(self.totals, now - self.window)
 
     def rates(self, wid: int) -> list[float | None]:
         return [s[1] for s in self.samples.get(wid, ())]
@@ -69,3 +69,8 @@ class History:
 
     def total_rate(self) -> float | None:
         return self.totals[-1][1] if self.totals else None
+
+
+def _trim(series: deque[Any], oldest: float) -> None:
+    while series and series[0][0] < oldest:
+        series.popleft()

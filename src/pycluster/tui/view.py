@@ -6,7 +6,8 @@ fixed-width Console and compare text. ``live.py`` and the CLI do the rest.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType

@@ -1,0 +1,99 @@
+"""A worker of ``pycluster run``: ``python -m pycluster.child.entry TARGET [ARGS...]``.
+
+``module:callable`` imports the module (the working directory is on
+sys.path) and calls it (a coroutine function runs under asyncio);
+``path/to/script.py`` runs the script as ``__main__``, so a Node-style
+script with an ``is_primary`` branch works unchanged. When the app returns,
+the worker exits (0, or the int it returned); the master replaces it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pycluster  # noqa: F401  - boots the worker side first
+from pycluster.child.runtime import announce_online
+
+
+def load(target: str) -> Callable[[], Any] | None:
+    if target.endswith(".py") or (os.sep in target and ":" not in target):
+        return None
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        attr = "main"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - reported, then the worker exits 1
+        _report_import_error(target, exc)
+        raise SystemExit(1) from None
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SystemExit(f"pycluster: {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise SystemExit(f"pycluster: {target!r} is not callable")
+    fn: Callable[[], Any] = obj
+    return fn
+
+
+def _report_import_error(target: str, exc: BaseException) -> None:
+    """The app's traceback without pycluster's and importlib's frames."""
+    import traceback
+    tb = exc.__traceback__
+    while tb is not None and (tb.tb_frame.f_code.co_filename == __file__
+                              or "importlib" in tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    sys.stderr.write(f"pycluster: cannot load {target!r}:\n")
+    sys.stderr.write("".join(traceback.format_exception(type(exc), exc, tb)))
+    sys.stderr.flush()
+
+
+def main() -> int:
+    if len(sys.argv) < 2:
+        print("usage: python -m pycluster.child.entry TARGET [ARGS...]", file=sys.stderr)
+        return 2
+    target = sys.argv[1]
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    fn = load(target)
+    if fn is None:
+        path = os.path.abspath(target)
+        sys.argv = [path, *sys.argv[2:]]
+        sys.path.insert(0, os.path.dirname(path))
+        with open(path, "rb") as fh:
+            code = compile(fh.read(), path, "exec")  # a syntax error fails the boot
+        announce_online()
+        globs = {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__}
+        exec(code, globs)
+        return 0
+    announce_online()  # the app imported: this worker counts as up
+    sys.argv = [target, *sys.argv[2:]]
+    return call(fn)
+
+
+def call(fn: Callable[[], Any]) -> int:
+    """Run the app's callable (a coroutine function under asyncio); its exit code."""
+    result = fn()
+    if inspect.isawaitable(result):
+        import asyncio  # only for an async app: a worker's boot stays without asyncio
+        result = asyncio.run(_await(result))
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+if __name__ == "__main__":
+    from pycluster.child import runtime as child
+    try:
+        sys.exit(main())
+    finally:
+        child.leaving()  # a CLI worker whose app returned (or failed) exits now

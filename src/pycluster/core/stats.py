@@ -1,0 +1,44 @@
+"""Process statistics: the one place that imports psutil."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def process_for(pid: int) -> Any:
+    """A psutil.Process for ``pid`` (None if it is already gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+_procs: dict[int, Any] = {}
+
+
+def sample(pid: int) -> tuple[float | None, int | None]:
+    """(cpu_percent since the last sample, rss bytes) of a live process."""
+    import psutil
+
+    proc = _procs.get(pid)
+    try:
+        if proc is None:
+            proc = _procs[pid] = psutil.Process(pid)
+            proc.cpu_percent(None)
+        with proc.oneshot():
+            return round(proc.cpu_percent(None), 1), proc.memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        _procs.pop(pid, None)
+        return None, None
+
+
+def forget(pid: int) -> None:
+    """Drop ``pid``'s cached process (the master calls it when a worker is reaped)."""
+    _procs.pop(pid, None)
+
+
+def cached() -> int:
+    """How many processes the sampler holds (tests: the cache does not grow with restarts)."""
+    return len(_procs)

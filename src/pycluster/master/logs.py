@@ -1,0 +1,402 @@
+"""Worker output: read line by line, prefixed, kept, forwarded - never blocking.
+
+The master reads each worker's stdout/stderr pipe with its *own* end
+non-blocking (the worker's end stays blocking: O_NONBLOCK lives on the open
+file description). Lines go into a ring buffer (``pycluster logs``), to
+followers (``logs -f``), and to a writer thread that owns the blocking
+writes to the terminal / log file; when that sink falls behind, lines are
+dropped and counted instead of stalling the loop.
+
+A worker's output is a stranger's: a line is cut at ``MAX_LINE`` bytes (the
+rest of it is skipped and counted, so a line that never ends costs nothing),
+control characters are made visible (``\\x1b``) so that escape sequences never
+reach an operator's terminal, and every place a line waits for a slow
+consumer (the sink, each follower, the ring) is bounded in lines and in
+characters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import select
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..core.common import printable
+
+Entry = dict[str, Any]  # one log line: {"t", "worker", "stream", "line"}
+
+MAX_LINE = 16 * 1024  # bytes of one line kept; the rest is cut (and counted)
+READ_SIZE = 64 * 1024
+DRAIN_MAX = 4 * READ_SIZE  # what is read from a dead worker's pipe before it is closed
+RING = 2000
+RING_CHARS = 4 * 2 ** 20  # the ring's lines, in characters
+SINK_QUEUE = 10_000  # lines waiting for the writer thread (each of: workers', the master's own)
+SINK_CHARS = 4 * 2 ** 20  # ... and their characters
+FOLLOW_LINES = 10_000  # lines waiting for one `logs -f` client
+FOLLOW_CHARS = 2 ** 20
+FOLLOW_BATCH = 256 * 1024  # characters sent to a follower in one reply
+MAX_REPLY = 2 ** 20  # bytes of JSON-encoded lines in one `logs` reply
+
+class LineSplitter:
+    """Bytes of one pipe in, printable lines out; a line over ``MAX_LINE`` bytes
+    keeps its first ``MAX_LINE`` bytes and says how many were cut."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.cut = 0  # bytes skipped of the current (over-long) line
+
+    def feed(self, data: bytes) -> list[str]:
+        out: list[str] = []
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            end = len(data) if nl < 0 else nl
+            room = MAX_LINE - len(self.buf)
+            if end - start <= room:
+                self.buf += data[start:end]
+            else:
+                self.buf += data[start:start + room]
+                self.cut += end - start - room
+            if nl < 0:
+                return out
+            out.append(self._take())
+            start = nl + 1
+
+    def flush(self) -> list[str]:
+        """The unfinished line, if any (the pipe is at its end)."""
+        return [self._take()] if self.buf or self.cut else []
+
+    def _take(self) -> str:
+        text = printable(bytes(self.buf).decode("utf-8", "replace").rstrip("\r"))
+        if self.cut:
+            text += f" [... {self.cut} bytes cut: line over {MAX_LINE} bytes]"
+        self.buf = bytearray()
+        self.cut = 0
+        return text
+
+
+def open_log(path: str, *, block: bool = True) -> int:
+    """The log file, opened for appending (created 0666 & ~umask). ``block=False``
+    (on the master's loop) fails at once on a FIFO nobody reads instead of waiting."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | (0 if block else os.O_NONBLOCK)
+    fd = os.open(path, flags, 0o666)
+    os.set_blocking(fd, True)  # the writer thread's writes block; the loop never does them
+    return fd
+
+
+class _Sink(threading.Thread):
+    """Owns blocking writes (terminal, log file) so the loop never waits on them.
+
+    It never dies of an I/O error: a failed write loses its line (counted, and
+    said on stderr once per run of failures and in the output once it works
+    again); the next line tries again."""
+
+    def __init__(self, log_file: str | None):
+        super().__init__(name="pycluster-log-writer", daemon=True)
+        # Unbounded queue, bounded by us: workers' lines beyond SINK_QUEUE / SINK_CHARS
+        # waiting are dropped (and counted); the master's own lines (a few per event)
+        # get room of their own, so "ready" and "scale" lines survive a flood.
+        self.q: queue.Queue[Any] = queue.Queue()
+        self.waiting = {False: 0, True: 0}  # lines queued, by "is the master's own"
+        self.chars = {False: 0, True: 0}
+        self.lock = threading.Lock()
+        self.log_file = log_file
+        self.fd: int | None = open_log(log_file) if log_file else None
+        self.dropped = 0
+        self.lost = 0  # lines whose write failed
+        self.lost_reason = ""
+
+    def put(self, line: str, master: bool = False) -> None:
+        with self.lock:
+            if self.waiting[master] >= SINK_QUEUE or self.chars[master] + len(line) > SINK_CHARS:
+                self.dropped += 1
+                return
+            self.waiting[master] += 1
+            self.chars[master] += len(line)
+        self.q.put_nowait(("line", master, line))
+
+    def swap(self, fd: int) -> None:
+        """Write to ``fd`` from the next line on (a reopened log file); the old one is closed."""
+        self.q.put_nowait(("swap", fd))
+
+    def run(self) -> None:
+        while True:
+            item = self.q.get()
+            try:
+                if item is None:
+                    return
+                if item[0] == "swap":
+                    old, self.fd = self.fd, item[1]
+                    if old is not None:
+                        _close(old)
+                    continue
+                _kind, master, line = item
+                with self.lock:
+                    self.waiting[master] -= 1
+                    self.chars[master] -= len(line)
+                self._write(line)
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive anything
+                self._failed(f"log writer: {type(exc).__name__}: {exc}")
+            finally:
+                self.q.task_done()
+
+    def _write(self, line: str) -> None:
+        notes = ""
+        if self.lost:
+            notes += f"[pycluster] {self.lost} log lines lost: {self.lost_reason}\n"
+        if self.dropped:
+            with self.lock:
+                dropped, self.dropped = self.dropped, 0
+            notes += f"[pycluster] {dropped} log lines dropped (output too slow)\n"
+        fd = self.fd if self.fd is not None else _stdout_fd()
+        if fd is None:
+            return
+        try:
+            _write_all(fd, (notes + line).encode("utf-8", "replace"))
+        except OSError as exc:
+            what = f"the log file {self.log_file}" if self.fd is not None else "stdout"
+            self._failed(f"cannot write {what}: {exc.strerror or exc}")
+            return
+        self.lost = 0
+
+    def _failed(self, reason: str) -> None:
+        if not self.lost:  # the first of a run of failures: say it where someone may look
+            try:
+                _write_all(2, f"pycluster: {reason}; log lines are lost until it works again\n".encode())
+            except OSError:
+                pass
+        self.lost += 1
+        self.lost_reason = reason
+
+    def flush(self, timeout: float = 1.0) -> None:
+        """Wait (bounded) until queued lines are written (before stdout goes away)."""
+        deadline = time.monotonic() + timeout
+        while self.q.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.join(timeout=2)
+        if not self.is_alive() and self.fd is not None:
+            _close(self.fd)
+            self.fd = None
+
+
+def _stdout_fd() -> int | None:
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:  # an inherited non-blocking stdout: this thread may wait
+            select.select([], [fd], [])
+            continue
+        view = view[n:]
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+class Follower:
+    """One ``logs -f`` client's backlog, bounded in lines and characters. What
+    does not fit is dropped; a notice saying how many takes their place."""
+
+    def __init__(self) -> None:
+        self.entries: deque[Entry] = deque()
+        self.chars = 0
+        self.gap: Entry | None = None  # the notice standing for lines being dropped now
+        self.wake = asyncio.Event()
+        self.closed = False
+
+    def __call__(self, entry: Entry) -> None:
+        size = len(entry["line"])
+        if len(self.entries) >= FOLLOW_LINES or self.chars + size > FOLLOW_CHARS:
+            if self.gap is None:
+                self.gap = {"t": entry["t"], "worker": None, "stream": "master", "line": "", "dropped": 0}
+                self.entries.append(self.gap)
+            self.gap["dropped"] += 1
+            return
+        self._seal()
+        self.entries.append(entry)
+        self.chars += size
+        self.wake.set()
+
+    def _seal(self) -> None:
+        if self.gap is not None:
+            count = self.gap.pop("dropped")
+            self.gap["line"] = f"{count} log lines dropped (this logs -f client reads too slowly)"
+            self.chars += len(self.gap["line"])
+            self.gap = None
+
+    def close(self) -> None:
+        """The client hung up."""
+        self.closed = True
+        self.wake.set()
+
+    async def batch(self) -> list[Entry] | None:
+        """The next lines to send (waits for some); None once the client hung up."""
+        while not self.entries and not self.closed:
+            self.wake.clear()
+            await self.wake.wait()
+        if self.closed:
+            return None
+        out: list[Entry] = []
+        size = 0
+        while self.entries and size < FOLLOW_BATCH:
+            entry = self.entries.popleft()
+            if entry is self.gap:
+                self._seal()
+            self.chars -= len(entry["line"])
+            size += len(entry["line"])
+            out.append(entry)
+        return out
+
+
+class LogBook:
+    def __init__(self, log_file: str | None = None):
+        self.ring: deque[Entry] = deque(maxlen=RING)
+        self.ring_chars = 0
+        self.followers: set[Callable[[Entry], None]] = set()
+        self.sink = _Sink(log_file)
+        self.sink.start()
+        self._readers: dict[int, list[Any]] = {}
+
+    def master(self, text: str) -> None:
+        # The master's own line breaks stay (a reload failure lists stderr lines below it).
+        self._line(None, "master", "\n".join(map(printable, text.split("\n"))))
+
+    def _line(self, worker_id: int | None, stream: str, text: str) -> None:
+        entry = {"t": round(time.time(), 3), "worker": worker_id, "stream": stream, "line": text}
+        if len(self.ring) == self.ring.maxlen:
+            self.ring_chars -= len(self.ring[0]["line"])
+        self.ring.append(entry)
+        self.ring_chars += len(text)
+        while self.ring_chars > RING_CHARS and len(self.ring) > 1:
+            self.ring_chars -= len(self.ring.popleft()["line"])
+        prefix = f"[worker {worker_id}] " if worker_id is not None else "[pycluster] "
+        self.sink.put(prefix + text + "\n", master=worker_id is None)
+        for follower in list(self.followers):
+            follower(entry)
+
+    def attach(self, worker: Any, loop: Any, stderr_tail: deque[str]) -> None:
+        readers = []
+        for stream, pipe in (("stdout", worker.stdout), ("stderr", worker.stderr)):
+            if pipe is None:
+                continue
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            state = {"lines": LineSplitter(), "fd": fd, "pipe": pipe, "stream": stream, "loop": loop,
+                     "tail": stderr_tail if stream == "stderr" else None}
+            loop.add_reader(fd, self._read, worker.id, state)
+            readers.append(state)
+        self._readers[worker.id] = readers
+
+    def _read(self, worker_id: int, state: dict[str, Any]) -> None:
+        try:
+            data = os.read(state["fd"], READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(worker_id, state)
+            return
+        for text in state["lines"].feed(data):
+            self._emit(worker_id, state, text)
+
+    def _emit(self, worker_id: int, state: dict[str, Any], text: str) -> None:
+        if state["tail"] is not None:
+            state["tail"].append(text)
+        self._line(worker_id, state["stream"], text)
+
+    def _close(self, worker_id: int, state: dict[str, Any]) -> None:
+        for text in state["lines"].flush():
+            self._emit(worker_id, state, text)
+        state["loop"].remove_reader(state["fd"])
+        state["pipe"].close()
+
+    def detach(self, worker: Any) -> None:
+        """The worker exited: take what its pipes readily hold, then close our
+        ends, even when a process it forked still holds the other ends (a
+        daemon keeping stdout/stderr would otherwise cost two fds per restart)."""
+        for state in self._readers.pop(worker.id, []):
+            if state["pipe"].closed:
+                continue
+            taken = 0
+            while taken < DRAIN_MAX:
+                try:
+                    data = os.read(state["fd"], READ_SIZE)
+                except OSError:  # BlockingIOError: nothing more right now
+                    break
+                if not data:
+                    break
+                taken += len(data)
+                for text in state["lines"].feed(data):
+                    self._emit(worker.id, state, text)
+            self._close(worker.id, state)
+
+    def follow(self) -> Follower:
+        """A new ``logs -f`` client's backlog, fed every line from now on
+        (``unfollow`` it when the client leaves)."""
+        follower = Follower()
+        self.followers.add(follower)
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        self.followers.discard(follower)
+
+    def tail(self, lines: int) -> tuple[list[Entry], int]:
+        """The last ``lines`` lines, as many as fit in a ``MAX_REPLY``-byte reply,
+        and how many of those asked for were left out to fit."""
+        if lines <= 0:
+            return [], 0
+        import json
+        wanted = list(self.ring)[-lines:]
+        size = 0
+        keep = 0
+        for entry in reversed(wanted):
+            size += len(json.dumps(entry["line"])) + 64  # + the entry's other keys
+            if size > MAX_REPLY:
+                break
+            keep += 1
+        return (wanted[len(wanted) - keep:] if keep else []), len(wanted) - keep
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+    def reopen(self) -> str | None:
+        """SIGUSR1 / ``reopen``: open the log file's path afresh (logrotate moved
+        the file). When that fails (the directory gone, the disk full) the
+        writer keeps the file it has, the failure is logged, and the next
+        reopen tries again. Returns the failure, or None."""
+        path = self.sink.log_file
+        if not path:
+            return None
+        try:
+            fd = open_log(path, block=False)
+        except OSError as exc:
+            failure = f"cannot reopen the log file {path}: {exc.strerror or exc}; still writing to the one open"
+            self.master(failure)
+            return failure
+        self.sink.swap(fd)
+        return None
+
+    def close(self) -> None:
+        self.sink.close()

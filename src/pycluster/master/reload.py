@@ -1,0 +1,339 @@
+"""Rolling reload (nginx semantics): boot the new code first, keep the old
+generation serving if anything fails.
+
+For each slot, one at a time: fork a replacement (freshly imported code),
+wait until it is ready (``boot_timeout``), take the old worker out of
+rotation and stop it gracefully. A replacement that dies or times out
+aborts the reload: it is killed, the old workers keep serving, and the
+caller gets the replacement's stderr tail. One reload at a time.
+
+The reload is a task the master owns, not part of the control request that
+asked for it: a ``reload --wait`` client that hangs up (or is cut off) stops
+getting progress lines, and the reload runs on to its end. It knows nothing
+of the wire: it reports progress through a callback and ends with a
+:class:`ReloadResult`; ``control/commands/reload.py`` renders both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import pycluster as cluster
+
+from ..control.protocol import RequestError
+from ..errors import SettingsError
+from ..primary.engine import PrimaryWorker, _credentials
+from . import config
+from .config import RunConfig, resolve_workers
+from .logs import LogBook
+
+STDERR_TAIL = 20
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One more slot runs the new generation."""
+
+    replaced: int
+    total: int
+    worker: int
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    message: str
+    generation: int
+    replaced: int
+    total: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)  # in field order: the control reply's key order
+
+
+# -- what the reload needs of the master (the Arbiter) ---------------------------------
+class _Check(Protocol):
+    def start(self) -> None: ...
+
+
+class _Slot(Protocol):
+    retry: asyncio.TimerHandle | None
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def worker(self) -> PrimaryWorker | None: ...
+    @property
+    def generation(self) -> int: ...
+
+
+class BootHost(Protocol):
+    """What booting one replacement (and waiting until it is ready) needs."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def cfg(self) -> RunConfig: ...
+    @property
+    def logs(self) -> LogBook: ...
+    @property
+    def stderr_tails(self) -> MutableMapping[int, deque[str]]: ...
+    @property
+    def booting(self) -> MutableMapping[int, asyncio.Future[bool]]: ...
+    async def fork_worker(self, env: dict[str, str]) -> PrimaryWorker: ...
+    def worker_env(self) -> dict[str, str]: ...
+
+
+class ReloadHost(BootHost, Protocol):
+    """The master's public face that a rolling reload uses."""
+
+    state: str
+    cfg: RunConfig
+    generation: int
+    reload_generation: int | None
+    scale_after_reload: Any
+    config_workers: Any
+    forkserver: Any
+
+    @property
+    def cfg_flags(self) -> Mapping[str, Any]: ...
+    @property
+    def cfg_path(self) -> str | None: ...
+    @property
+    def notify(self) -> Any: ...
+    @property
+    def wanted(self) -> int: ...
+    @property
+    def heartbeats(self) -> _Check: ...
+    @property
+    def memory(self) -> _Check: ...
+    @property
+    def slots(self) -> Mapping[int, _Slot]: ...
+    def keep_task(self, coro: Coroutine[Any, Any, ReloadResult], what: str) -> asyncio.Task[ReloadResult]: ...
+    def adopt(self, slot: Any, worker: PrimaryWorker, generation: int) -> None: ...
+    def retire_worker(self, worker: PrimaryWorker) -> None: ...
+    def scale(self, wanted: int) -> int: ...
+    def start_forkserver(self) -> Any: ...
+    def restart_forkserver(self) -> None: ...
+    async def forkserver_ready(self, server: Any) -> bool: ...
+    def retire_forkserver(self, server: Any) -> None: ...
+
+
+# -- the config ------------------------------------------------------------------------
+def reread_config(host: ReloadHost) -> tuple[str, ...]:
+    """Re-read the config file before any worker is touched; a bad one aborts
+    the reload (RequestError ``bad_config``) and changes nothing. Each key is
+    applied as the table says (``Setting.on_reload``): live keys at once,
+    next-generation keys to the workers started from now on (a changed
+    ``workers`` scales the cluster once the reload is complete), restart-only
+    keys kept and reported. Returns those notes."""
+    try:
+        fresh = config.load(host.cfg_flags, config_path=host.cfg_path)
+        if config.uid_gid(fresh) != config.uid_gid(host.cfg):
+            _credentials(*config.uid_gid(fresh))  # an unknown user fails here, not at fork
+    except (config.ConfigError, SettingsError) as exc:
+        raise RequestError("bad_config", f"reload aborted, config unchanged: {exc}") from None
+    plan = config.plan_reload(host.cfg, fresh)
+    old, host.cfg = host.cfg, plan.config
+    if (config.uid_gid(old), old.chdir) != (config.uid_gid(fresh), fresh.chdir):
+        uid, gid = config.uid_gid(fresh)
+        cluster.setup_primary(uid=uid, gid=gid, cwd=fresh.chdir or None)
+    host.heartbeats.start()  # live timeouts and limits: no-ops when already ticking or switched off
+    host.memory.start()
+    if fresh.workers != host.config_workers:
+        host.scale_after_reload = fresh.workers
+    for note in plan.notes:
+        host.logs.master(f"reload: {note}")
+    return plan.notes
+
+
+# -- the reload --------------------------------------------------------------------------
+class RollingReload:
+    """One rolling reload: :meth:`start` re-reads the config and starts the
+    replacement task, which the master owns; :meth:`result` waits for its end.
+    ``on_progress`` is called once per replaced slot; it must not block."""
+
+    def __init__(self, host: ReloadHost, on_progress: Callable[[Progress], None] | None = None) -> None:
+        self.host = host
+        self.on_progress = on_progress
+        self.generation = host.generation + 1
+        self.notes: tuple[str, ...] = ()
+        self._task: asyncio.Task[ReloadResult] | None = None
+        self._started = 0.0
+        self._replaced = 0
+        self._total = 0
+
+    def start(self) -> None:
+        """RequestError (``busy``, ``not_running``, ``bad_config``) when the reload cannot start."""
+        host = self.host
+        if host.state == "reloading":
+            raise RequestError("busy", "a reload is already running; wait for it to finish")
+        if host.state != "running":
+            raise RequestError("not_running", f"cannot reload while the cluster is {host.state}")
+        self.notes = reread_config(host)
+        host.state = "reloading"
+        self.generation = host.generation + 1
+        if host.notify is not None:
+            host.notify.reloading(host)
+        self._task = host.keep_task(self._roll(), f"the reload to generation {self.generation}")
+
+    async def result(self) -> ReloadResult:
+        """The outcome; cancelling the caller leaves the reload running."""
+        if self._task is None:
+            raise RuntimeError("the reload was not started")
+        return await asyncio.shield(self._task)
+
+    def _progress(self, worker: PrimaryWorker) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(Progress(self._replaced, self._total, worker.id, worker.pid))
+        except Exception as exc:  # noqa: BLE001 - a reporter's failure must not stop the reload
+            self.on_progress = None
+            self.host.logs.master(f"reload: progress reporting failed: {exc!r}")
+
+    def _result(self, ok: bool, message: str) -> ReloadResult:
+        return ReloadResult(ok, message, self.generation, self._replaced, self._total,
+                            round(time.monotonic() - self._started, 3))
+
+    def _aborted(self, failure: str) -> str:
+        self.host.logs.master(f"reload aborted: {failure}; generation {self.host.generation} keeps serving")
+        return failure
+
+    async def _roll(self) -> ReloadResult:
+        host, generation = self.host, self.generation
+        self._started = time.monotonic()
+        self._total = len(host.slots)
+        old_server = new_server = None
+        ok = False
+        try:
+            if host.cfg.preload:
+                # --preload: the new code is imported once, by a new fork server.
+                new_server = host.start_forkserver()
+                if not await host.forkserver_ready(new_server):
+                    return self._result(False, self._aborted(f"the new code failed to load: {new_server.error}"))
+                old_server, host.forkserver = host.forkserver, new_server
+            host.reload_generation = generation  # workers started from now on run the new code
+            failure = await self._replace_all()
+            if failure is not None:
+                return self._result(False, failure)
+            host.generation = generation
+            ok = True
+            self._scale()
+            host.logs.master(f"reload complete: generation {generation}, {self._replaced} workers replaced"
+                             f" in {time.monotonic() - self._started:.2f}s")
+            return self._result(True, "reloaded")
+        finally:
+            host.scale_after_reload = None
+            host.reload_generation = None
+            if old_server is not None:
+                self._settle_forkservers(old_server, new_server, ok)
+            if host.state == "reloading":
+                host.state = "running"
+            if host.notify is not None:
+                host.notify.ready(host)
+
+    async def _replace_all(self) -> str | None:
+        """Replace every slot of an older generation, one at a time; the failure, if any.
+        The set of slots is looked at afresh for each: a scale during the reload
+        adds slots that start on the new code (and need no replacement) or
+        removes slots (not replaced any more)."""
+        host, generation = self.host, self.generation
+        interrupted = "the reload was interrupted (the cluster is stopping)"
+        while True:
+            if host.state != "reloading":
+                return interrupted
+            pending = [host.slots[i] for i in sorted(host.slots) if host.slots[i].generation < generation]
+            self._total = self._replaced + len(pending)
+            if not pending:
+                return None
+            slot = pending[0]
+            new, failure = await boot_replacement(host, generation)
+            if failure is not None and host.state == "stopping":
+                host.logs.master(f"reload interrupted (the cluster is stopping): {failure}")
+                return interrupted
+            if failure is not None or new is None:
+                return self._aborted(failure or "no replacement")
+            if host.slots.get(slot.index) is not slot or slot.generation >= generation:
+                # Scaled away, or restarted on the new code, while the replacement booted.
+                host.retire_worker(new)
+                continue
+            old = slot.worker
+            if slot.retry is not None:
+                slot.retry.cancel()
+                slot.retry = None
+            host.adopt(slot, new, generation)
+            if old is not None:
+                host.retire_worker(old)
+            self._replaced += 1
+            self._progress(new)
+
+    def _scale(self) -> None:
+        """The config's new ``workers`` applies once the new generation is complete."""
+        host = self.host
+        if host.scale_after_reload is None:
+            return
+        was = len(host.slots)
+        host.config_workers = host.scale_after_reload
+        host.scale(resolve_workers(host.scale_after_reload))
+        if host.wanted != was:
+            host.logs.master(f"reload: workers {was} -> {host.wanted} (the config changed)")
+
+    def _settle_forkservers(self, old_server: Any, new_server: Any, ok: bool) -> None:
+        host = self.host
+        retire = host.retire_forkserver
+        if ok:
+            retire(old_server)
+            return
+        host.forkserver = old_server  # the old generation keeps serving: its restarts use its code
+        retire(new_server)
+        if not old_server.alive() and host.state == "reloading":
+            host.logs.master(f"the fork server (pid {old_server.pid}) exited during the reload; starting a new one")
+            retire(old_server)
+            host.restart_forkserver()
+
+
+async def boot_replacement(host: BootHost, generation: int) -> tuple[PrimaryWorker | None, str | None]:
+    """Start a worker and wait until it is ready (``boot_timeout``): (worker, None),
+    or (None, why) with its last stderr lines once it has been killed."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[bool] = loop.create_future()
+    if host.state == "stopping":
+        return None, "the cluster is stopping"
+    try:
+        worker = await host.fork_worker(host.worker_env())
+    except OSError as exc:
+        return None, f"cannot start a new worker: {exc}"
+    worker.heartbeat_timeout = host.cfg.timeout  # what worker_env asked of it (watchdogs)
+    tail: deque[str] = deque(maxlen=STDERR_TAIL)
+    host.stderr_tails[worker.id] = tail
+    host.logs.attach(worker, loop, tail)
+    host.booting[worker.id] = ready
+    ok: bool | None
+    try:
+        ok = await asyncio.wait_for(ready, host.cfg.boot_timeout)
+    except asyncio.TimeoutError:
+        ok = None
+    finally:
+        host.booting.pop(worker.id, None)
+    if ok:
+        return worker, None
+    why = "was not ready in time" if ok is None else f"exited ({worker.signal_code or worker.exit_code})"
+    if not worker.is_dead():
+        worker.signal("SIGKILL")
+    lines = "\n".join("  " + line for line in tail)
+    message = f"new worker {worker.id} (pid {worker.pid}) {why}"
+    if lines:
+        message += f"; its last stderr lines:\n{lines}"
+    return None, message
+
+
+# The name arbiter._replace (--max-memory) imports today, typed as loosely as it was.
+_boot_replacement: Callable[..., Awaitable[tuple[Any, str | None]]] = boot_replacement
