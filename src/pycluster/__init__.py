@@ -70,7 +70,7 @@ if is_primary:
 
     _engine = _Engine(_sys.modules[__name__])
     workers = _engine.workers
-    _emitter = EventEmitter(loop_getter=lambda: _engine.loop, on_error=_engine._handler_failed)
+    _emitter = EventEmitter(loop_getter=lambda: _engine.loop, on_error=_engine.handler_failed)
 else:
     from .child import runtime as _child
 

@@ -118,7 +118,12 @@ def test_hello_demo_serves_replaces_and_stops(demo, free_port):
     with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=5) as client:
         answers = [get(client, port) for _ in range(30)]
         assert {pid for _, pid in answers} == set(children), d.output()
-        assert sorted(wid for wid, _ in answers) == [1] * 10 + [2] * 10 + [3] * 10, d.output()
+        # Round-robin: 10 each. The primary skips a worker whose last hand-off
+        # it sees still waiting in the lane (SPEC 2), which on a loaded machine
+        # can move one connection to the next worker (seen: 11/10/9).
+        counts = {wid: sum(1 for w, _ in answers if w == wid) for wid in (1, 2, 3)}
+        assert all(9 <= n <= 11 for n in counts.values()) and sum(counts.values()) == 30, \
+            f"{counts}\n{d.output()}"
 
         # SIGKILL one worker while a client keeps calling; the primary replaces it.
         victim = int(listening[0].group(2))

@@ -40,12 +40,12 @@ def as_root(monkeypatch):
     monkeypatch.setattr(os, "getegid", lambda: 0)
 
 
-def test_the_old_names_are_importable():
-    assert engine._credentials is credentials
+def test_the_engine_module_exports_its_public_names():
+    assert engine.credentials is credentials
     from pycluster.primary.engine import Engine, PrimaryWorker  # noqa: F401
     from pycluster.primary.engine import exec_refused as refused
     assert refused is exec_refused
-    assert Engine._shutdown_loop is Engine.shutdown_loop and Engine._handler_failed is Engine.handler_failed
+    assert callable(Engine.shutdown_loop) and callable(Engine.handler_failed)
 
 
 def test_nothing_asked_nothing_passed():

@@ -192,8 +192,5 @@ def leaving() -> None:
         _current.exits.leaving()
 
 
-# Kept for the fork server (master/forkserver.py): use process.arm_parent_death.
-_arm_parent_death = arm_parent_death
-
 __all__ = ["BootSettings", "ChildWorker", "WorkerRuntime", "announce_online", "boot", "current", "leaving",
            "ChannelClosedError"]

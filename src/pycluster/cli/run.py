@@ -104,7 +104,7 @@ def _run(cfg: config.RunConfig, name: str, control: str, flags: dict, config_fil
         _err(str(exc))
         code = EXIT_RUNTIME
     finally:
-        pycluster._engine._shutdown_loop(loop)
+        pycluster._engine.shutdown_loop(loop)
     if arbiter.boot_failure:
         from ..master.ops.daemon import report
         if not report(EXIT_BOOT, f"pycluster: {arbiter.boot_failure}\n"):

@@ -13,7 +13,8 @@ from typing import Any
 import pycluster as cluster
 
 from ..core.common import POLICY_BY_NAME
-from ..primary.engine import Engine, _credentials
+from ..primary.engine import Engine
+from ..primary.spawn import credentials
 
 
 def uid_gid(cfg: Any) -> tuple[Any, Any]:
@@ -42,7 +43,7 @@ def configure_engine(engine: Engine, cfg: Any, handlers: Mapping[str, Callable[.
         settings["uid"] = uid
     if gid:
         settings["gid"] = gid
-    _credentials(settings.get("uid"), settings.get("gid"))  # SettingsError now, not at each fork
+    credentials(settings.get("uid"), settings.get("gid"))  # SettingsError now, not at each fork
     cluster.setup_primary(**settings)
     engine.worker_command = ["-m", "pycluster.child.entry", cfg.app]
     for event, handler in handlers.items():

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
-import select
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from ..core.common import printable
+from .logsink import Sink, open_log
 
 Entry = dict[str, Any]  # one log line: {"t", "worker", "stream", "line"}
 
@@ -37,8 +34,6 @@ READ_SIZE = 64 * 1024
 DRAIN_MAX = 4 * READ_SIZE  # what is read from a dead worker's pipe before it is closed
 RING = 2000
 RING_CHARS = 4 * 2 ** 20  # the ring's lines, in characters
-SINK_QUEUE = 10_000  # lines waiting for the writer thread (each of: workers', the master's own)
-SINK_CHARS = 4 * 2 ** 20  # ... and their characters
 FOLLOW_LINES = 10_000  # lines waiting for one `logs -f` client
 FOLLOW_CHARS = 2 ** 20
 FOLLOW_BATCH = 256 * 1024  # characters sent to a follower in one reply
@@ -80,138 +75,6 @@ class LineSplitter:
         self.buf = bytearray()
         self.cut = 0
         return text
-
-
-def open_log(path: str, *, block: bool = True) -> int:
-    """The log file, opened for appending (created 0666 & ~umask). ``block=False``
-    (on the master's loop) fails at once on a FIFO nobody reads instead of waiting."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | (0 if block else os.O_NONBLOCK)
-    fd = os.open(path, flags, 0o666)
-    os.set_blocking(fd, True)  # the writer thread's writes block; the loop never does them
-    return fd
-
-
-class _Sink(threading.Thread):
-    """Owns blocking writes (terminal, log file) so the loop never waits on them.
-
-    It never dies of an I/O error: a failed write loses its line (counted, and
-    said on stderr once per run of failures and in the output once it works
-    again); the next line tries again."""
-
-    def __init__(self, log_file: str | None):
-        super().__init__(name="pycluster-log-writer", daemon=True)
-        # Unbounded queue, bounded by us: workers' lines beyond SINK_QUEUE / SINK_CHARS
-        # waiting are dropped (and counted); the master's own lines (a few per event)
-        # get room of their own, so "ready" and "scale" lines survive a flood.
-        self.q: queue.Queue[Any] = queue.Queue()
-        self.waiting = {False: 0, True: 0}  # lines queued, by "is the master's own"
-        self.chars = {False: 0, True: 0}
-        self.lock = threading.Lock()
-        self.log_file = log_file
-        self.fd: int | None = open_log(log_file) if log_file else None
-        self.dropped = 0
-        self.lost = 0  # lines whose write failed
-        self.lost_reason = ""
-
-    def put(self, line: str, master: bool = False) -> None:
-        with self.lock:
-            if self.waiting[master] >= SINK_QUEUE or self.chars[master] + len(line) > SINK_CHARS:
-                self.dropped += 1
-                return
-            self.waiting[master] += 1
-            self.chars[master] += len(line)
-        self.q.put_nowait(("line", master, line))
-
-    def swap(self, fd: int) -> None:
-        """Write to ``fd`` from the next line on (a reopened log file); the old one is closed."""
-        self.q.put_nowait(("swap", fd))
-
-    def run(self) -> None:
-        while True:
-            item = self.q.get()
-            try:
-                if item is None:
-                    return
-                if item[0] == "swap":
-                    old, self.fd = self.fd, item[1]
-                    if old is not None:
-                        _close(old)
-                    continue
-                _kind, master, line = item
-                with self.lock:
-                    self.waiting[master] -= 1
-                    self.chars[master] -= len(line)
-                self._write(line)
-            except Exception as exc:  # noqa: BLE001 - the writer must outlive anything
-                self._failed(f"log writer: {type(exc).__name__}: {exc}")
-            finally:
-                self.q.task_done()
-
-    def _write(self, line: str) -> None:
-        notes = ""
-        if self.lost:
-            notes += f"[pycluster] {self.lost} log lines lost: {self.lost_reason}\n"
-        if self.dropped:
-            with self.lock:
-                dropped, self.dropped = self.dropped, 0
-            notes += f"[pycluster] {dropped} log lines dropped (output too slow)\n"
-        fd = self.fd if self.fd is not None else _stdout_fd()
-        if fd is None:
-            return
-        try:
-            _write_all(fd, (notes + line).encode("utf-8", "replace"))
-        except OSError as exc:
-            what = f"the log file {self.log_file}" if self.fd is not None else "stdout"
-            self._failed(f"cannot write {what}: {exc.strerror or exc}")
-            return
-        self.lost = 0
-
-    def _failed(self, reason: str) -> None:
-        if not self.lost:  # the first of a run of failures: say it where someone may look
-            try:
-                _write_all(2, f"pycluster: {reason}; log lines are lost until it works again\n".encode())
-            except OSError:
-                pass
-        self.lost += 1
-        self.lost_reason = reason
-
-    def flush(self, timeout: float = 1.0) -> None:
-        """Wait (bounded) until queued lines are written (before stdout goes away)."""
-        deadline = time.monotonic() + timeout
-        while self.q.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.001)
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.join(timeout=2)
-        if not self.is_alive() and self.fd is not None:
-            _close(self.fd)
-            self.fd = None
-
-
-def _stdout_fd() -> int | None:
-    try:
-        return sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:  # an inherited non-blocking stdout: this thread may wait
-            select.select([], [fd], [])
-            continue
-        view = view[n:]
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 class Follower:
@@ -274,7 +137,7 @@ class LogBook:
         self.ring: deque[Entry] = deque(maxlen=RING)
         self.ring_chars = 0
         self.followers: set[Callable[[Entry], None]] = set()
-        self.sink = _Sink(log_file)
+        self.sink = Sink(log_file)
         self.sink.start()
         self._readers: dict[int, list[Any]] = {}
 

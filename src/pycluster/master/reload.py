@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -27,7 +27,8 @@ import pycluster as cluster
 
 from ..control.protocol import RequestError
 from ..errors import SettingsError
-from ..primary.engine import PrimaryWorker, _credentials
+from ..primary.engine import PrimaryWorker
+from ..primary.spawn import credentials
 from . import config
 from .config import RunConfig, resolve_workers
 from .logs import LogBook
@@ -137,7 +138,7 @@ def reread_config(host: ReloadHost) -> tuple[str, ...]:
     try:
         fresh = config.load(host.cfg_flags, config_path=host.cfg_path)
         if config.uid_gid(fresh) != config.uid_gid(host.cfg):
-            _credentials(*config.uid_gid(fresh))  # an unknown user fails here, not at fork
+            credentials(*config.uid_gid(fresh))  # an unknown user fails here, not at fork
     except (config.ConfigError, SettingsError) as exc:
         raise RequestError("bad_config", f"reload aborted, config unchanged: {exc}") from None
     plan = config.plan_reload(host.cfg, fresh)
@@ -336,4 +337,3 @@ async def boot_replacement(host: BootHost, generation: int) -> tuple[PrimaryWork
 
 
 # The name arbiter._replace (--max-memory) imports today, typed as loosely as it was.
-_boot_replacement: Callable[..., Awaitable[tuple[Any, str | None]]] = boot_replacement

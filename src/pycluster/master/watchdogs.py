@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import pycluster as cluster
 
@@ -191,13 +191,14 @@ class MemoryCheck(Periodic):
 
     async def replace(self, slot: Slot) -> None:
         """Replace the slot's worker, the new one ready first."""
-        from .reload import _boot_replacement
+        from .reload import BootHost, boot_replacement
         arbiter = self.arbiter
         slot.replacing = True
         generation = slot.generation
         try:
-            new, failure = await _boot_replacement(arbiter, generation)
-            if failure is not None:
+            # The arbiter is both this check's Host and the reload's BootHost.
+            new, failure = await boot_replacement(cast(BootHost, arbiter), generation)
+            if failure is not None or new is None:
                 arbiter.logs.master(f"replacement abandoned: {failure}" if arbiter.state == "stopping"
                                     else f"replacement failed: {failure}")
                 return

@@ -39,9 +39,8 @@ if TYPE_CHECKING:  # imported when the loop starts, not before the first fork
 
     from ..core.events import EventEmitter
 
-__all__ = ["Engine", "PrimaryWorker", "exec_refused", "credentials", "_credentials"]
+__all__ = ["Engine", "PrimaryWorker", "exec_refused", "credentials"]
 
-_credentials = credentials  # the old name (master/arbiter.py)
 
 
 class Facade(Protocol):
@@ -118,7 +117,6 @@ class Engine:
         else:
             raise exc
 
-    _handler_failed = handler_failed  # the old name
 
     # -- settings -------------------------------------------------------------
     def setup_primary(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -320,7 +318,6 @@ class Engine:
         loop.close()
         self.loop = self.listeners.loop = None
 
-    _shutdown_loop = shutdown_loop  # the old name
 
     async def serve(self, *, stop_signals: bool = True) -> int:
         import asyncio

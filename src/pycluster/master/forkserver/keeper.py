@@ -13,7 +13,8 @@ import signal
 import sys
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from ...primary.engine import _credentials, exec_refused
+from ...primary.spawn import credentials as spawn_credentials
+from ...primary.spawn import exec_refused
 from ..logs import LineSplitter, LogBook
 from ..orphans import reap_orphans
 from ..slots import Slot
@@ -60,7 +61,7 @@ class ForkServerKeeper:
         """Start a fork server for the configured app (not yet ready: see ``ready``)."""
         host = self.host
         settings = host.engine.settings
-        credentials = _credentials(settings.get("uid"), settings.get("gid"))
+        credentials = spawn_credentials(settings.get("uid"), settings.get("gid"))
         server = ForkServer(host.cfg.app, env={**os.environ, **host.worker_env()}, cwd=settings.get("cwd"),
                             credentials=credentials)
         try:

@@ -31,8 +31,8 @@ def serve(target: str) -> int:
     # closes its socket (or dies: PDEATHSIG).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from ...child.runtime import _arm_parent_death
-    _arm_parent_death(master)
+    from ...child.process import arm_parent_death
+    arm_parent_death(master)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     import io
