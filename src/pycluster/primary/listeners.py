@@ -61,6 +61,20 @@ def handle_key(msg: dict[str, Any]) -> str:
                                    msg.get("fd"), msg.get("index", 0))
 
 
+def address_key(address: Address) -> str | None:
+    """The key of a worker's bind of ``address`` (a bound socket's real
+    address): the same host string, port and family only. A specific address
+    is not matched to a wildcard listener on its port, nor an IPv4 bind to a
+    dual-stack IPv6 listener (the worker's socket keeps its own family)."""
+    host = address.address
+    if host is None:
+        return None  # an unnamed unix socket: no bind asks for it
+    if address.address_type == -1 and not host.startswith("\0"):
+        host = os.path.abspath(host)  # as a worker's query names it
+    return handle_key({"address": host, "port": address.port, "address_type": address.address_type,
+                       "fd": None, "index": 0})
+
+
 _ADDRESS_TYPES = {4: (socket.AF_INET, socket.SOCK_STREAM), 6: (socket.AF_INET6, socket.SOCK_STREAM),
                   -1: (socket.AF_UNIX, socket.SOCK_STREAM), "udp4": (socket.AF_INET, socket.SOCK_DGRAM),
                   "udp6": (socket.AF_INET6, socket.SOCK_DGRAM)}
@@ -168,9 +182,31 @@ class Listeners:
         handle = self.handles.get(key)
         if handle is None:
             check_may_bind(worker, msg)
-            handle = self.create(key, msg, owned=False)
+            try:
+                handle = self.create(key, msg, owned=False)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    self._check_not_inherited(msg)
+                raise
             self.handles[key] = handle
         return handle
+
+    def _check_not_inherited(self, msg: dict[str, Any]) -> None:
+        """A bind that failed with EADDRINUSE: say so when one of the
+        primary's own listeners holds that port under another address (the
+        socket systemd passed is [::]:P or 0.0.0.0:P, the app binds
+        0.0.0.0:P or 127.0.0.1:P), as only the exact address is shared."""
+        port = msg.get("port")
+        for handle in self.master:
+            held = handle.address
+            if port is not None and held.port == port and \
+                    isinstance(held.address_type, str) == isinstance(msg.get("address_type"), str):
+                asked = _sockets.ListenSpec("udp" if isinstance(held.address_type, str) else "tcp",
+                                            msg.get("address"), port)
+                raise Refused(errno.EADDRINUSE,
+                              f"pycluster: {asked} is in use by the primary's listener {held}"
+                              f"{f' (fd://{held.fd})' if held.fd is not None else ''}:"
+                              f" bind {held} exactly to share it, or serve cluster.listeners()")
 
     def _worker_socket_handle(self, msg: dict[str, Any], fds: list[int]) -> Handle:
         """``listen(fd=N)`` in a worker: N is the worker's own descriptor,
@@ -285,6 +321,13 @@ class Listeners:
         self.handles[key] = handle
         self.handles[real_key] = handle
         handle.key = real_key
+        if parsed.kind == "fd":
+            # An inherited socket (socket activation, --bind fd://N) is also
+            # found by its address, so an app binding that address itself
+            # shares it instead of failing with EADDRINUSE.
+            by_address = address_key(handle.address)
+            if by_address is not None:
+                self.handles.setdefault(by_address, handle)
         self.master.append(handle)
         return handle
 
