@@ -148,3 +148,36 @@ def test_aiohttp_run_app_under_a_uvloop_policy(pyc):
     assert master.wait_ready(timeout=12) == 2
     answers(port, 2)
     stop_and_check(pyc, master)
+
+
+REWRAP_APP = """
+    import os
+    import socket
+
+    def main():
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", int(os.environ["PORT"])))
+        sock = socket.socket(fileno=sock.detach())  # Python keeps the fd, as ssl's wrap_socket does
+        sock.listen()
+        while True:
+            conn, _ = sock.accept()
+            conn.recv(4096)
+            body = ('{"pid": %d, "loop": "uvloop-free"}' % os.getpid()).encode()
+            conn.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n%s" % (len(body), body))
+            conn.close()
+"""
+
+
+def test_a_socket_python_detaches_and_rewraps_keeps_its_binding_under_rr(pyc):
+    port = unused_port()
+    pyc.write("rewrap.py", REWRAP_APP)
+    master = pyc.start("rewrap:main", "-w", "2", "-b", f"127.0.0.1:{port}", "--policy", "rr",
+                       "--graceful-timeout", "3", env={"PORT": port})
+    assert master.wait_ready(timeout=12) == 2
+    seen = set()
+    for _ in range(4):
+        status, _headers, body = http_get(port)
+        assert status == 200
+        seen.add(json.loads(body)["pid"])
+    assert len(seen) == 2, "rr spreads the hand-offs over both workers"
+    stop_and_check(pyc, master)

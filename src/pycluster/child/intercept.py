@@ -17,6 +17,7 @@ A bind error comes back as the ``OSError`` a plain bind raises, with its errno.
 from __future__ import annotations
 
 import contextlib
+import dis
 import errno
 import os
 import socket
@@ -242,10 +243,20 @@ _FAMILIES: dict[Any, int] = {4: socket.AF_INET, 6: socket.AF_INET6, -1: socket.A
 
 
 def _python_keeps_fd(caller: Any) -> bool:
-    """``ssl.SSLSocket`` re-wraps a socket by detaching it and building a new
-    socket object on the same fd: Python still calls listen and accept on it,
-    so its binding stays registered."""
-    return bool(caller is not None and caller.f_globals.get("__name__") == "ssl")
+    """Did Python code call ``detach()`` itself (``ssl.SSLSocket``'s re-wrap,
+    ``socket.socket(fileno=s.detach())``)? Then Python keeps using the fd, as
+    the same shared socket: its binding stays registered. A call from C code
+    (uvloop's ``create_server``) leaves the caller's frame on another call:
+    the last attribute it loaded before its current instruction is not ``detach``."""
+    if caller is None:
+        return False
+    last = None
+    for ins in dis.get_instructions(caller.f_code):
+        if ins.offset >= caller.f_lasti:
+            break
+        if ins.opname in ("LOAD_METHOD", "LOAD_ATTR"):
+            last = ins.argval
+    return bool(last == "detach")
 
 
 def _check(reply: dict[str, Any], fds: list[int], why: str) -> None:
