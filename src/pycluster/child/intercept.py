@@ -17,9 +17,11 @@ A bind error comes back as the ``OSError`` a plain bind raises, with its errno.
 from __future__ import annotations
 
 import contextlib
+import dis
 import errno
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -99,7 +101,10 @@ class Interceptor:
             ops.real_close(sock, *args)
 
         def detach(sock: socket.socket) -> int:
-            self.forget(sock.fileno())
+            binding = registry.get(sock.fileno())
+            if binding is None or _python_keeps_fd(sys._getframe(1)):
+                return int(ops.detach(sock))
+            self.hand_over(sock, binding)
             return int(ops.detach(sock))
 
         wrapped = {"bind": bind, "listen": listen, "accept": accept, "getsockname": getsockname,
@@ -142,6 +147,22 @@ class Interceptor:
             _close_all(fds)
             raise OSError(errno.EPROTO, f"unexpected reply from the primary: {reply!r}")
         return cls(self.ctx, reply, base, index, family, stream)
+
+    def hand_over(self, sock: socket.socket, binding: Binding) -> None:
+        """C code takes a shared socket's fd (uvloop's ``create_server``
+        detaches the socket it bound, then listens and accepts in libuv):
+        the binding gets it ready for a plain ``listen``/``accept`` and says
+        it is listening, or raises the OSError that says why it cannot."""
+        self.registry.forget(sock.fileno())
+        try:
+            binding.hand_over(sock)
+        except OSError:
+            # The C side owns the fd now and closes it itself: detach our socket
+            # object first, so the caller's cleanup does not close it twice.
+            self.ctx.ops.detach(sock)
+            if not binding.dead:
+                self.link.notify_closed(binding.key)
+            raise
 
     def forget(self, fd: int) -> None:
         """The app closed ``fd``: a socket still shared tells the primary."""
@@ -219,6 +240,23 @@ class Interceptor:
 
 _FAMILIES: dict[Any, int] = {4: socket.AF_INET, 6: socket.AF_INET6, -1: socket.AF_UNIX,
                              "udp4": socket.AF_INET, "udp6": socket.AF_INET6}
+
+
+def _python_keeps_fd(caller: Any) -> bool:
+    """Did Python code call ``detach()`` itself (``ssl.SSLSocket``'s re-wrap,
+    ``socket.socket(fileno=s.detach())``)? Then Python keeps using the fd, as
+    the same shared socket: its binding stays registered. A call from C code
+    (uvloop's ``create_server``) leaves the caller's frame on another call:
+    the last attribute it loaded before its current instruction is not ``detach``."""
+    if caller is None:
+        return False
+    last = None
+    for ins in dis.get_instructions(caller.f_code):
+        if ins.offset >= caller.f_lasti:
+            break
+        if ins.opname in ("LOAD_METHOD", "LOAD_ATTR"):
+            last = ins.argval
+    return bool(last == "detach")
 
 
 def _check(reply: dict[str, Any], fds: list[int], why: str) -> None:

@@ -47,6 +47,13 @@ def running_loop() -> Any:
     return asyncio._get_running_loop()
 
 
+def c_server() -> str:
+    """Which C server took a socket, for a message: uvloop when it runs this thread's loop."""
+    loop = running_loop()
+    module = type(loop).__module__ if loop is not None else ""
+    return "uvloop/libuv" if module.startswith("uvloop") else "C code"
+
+
 class Notices(Protocol):
     """What a binding tells the primary (:class:`pycluster.child.link.PrimaryLink`)."""
 
@@ -113,8 +120,10 @@ class BindingContext:
     """What bindings share in one worker: the primary, the exit state, the
     tomb and the rr lanes' spare descriptor."""
 
-    def __init__(self, primary: Notices, signalled: threading.Event, ops: SocketOps = ORIGINAL):
+    def __init__(self, primary: Notices, signalled: threading.Event, ops: SocketOps = ORIGINAL,
+                 worker_id: int = 0):
         self.primary = primary
+        self.worker_id = worker_id  # for messages
         self.signalled = signalled  # set once the post-disconnect signal was sent
         self.ops = ops
         self.tomb = Tomb()
@@ -152,6 +161,13 @@ class Binding:
         """A new socket serving this binding (``pycluster.listen()``); takes ``fds``."""
         raise NotImplementedError
 
+    def where(self) -> str:
+        """The address, as a message names it."""
+        if self.family == socket.AF_UNIX:
+            return str(self.sockname)
+        host, port = self.address.get("address"), self.address.get("port")
+        return f"[{host}]:{port}" if self.family == socket.AF_INET6 else f"{host}:{port}"
+
     # -- the wrapped socket methods ---------------------------------------------------
     def bound(self) -> None:
         """The socket is in place: a datagram socket serves at once."""
@@ -164,9 +180,7 @@ class Binding:
         self._listen(sock, args)
         if self.loop is None:  # asyncio's Server calls listen() on its own loop
             self.loop = running_loop()
-        if not self.listening and not self.dead:
-            self.listening = True
-            self.ctx.primary.notify_listening(self.key, self.address)
+        self._announce()
 
     def _listen(self, sock: socket.socket, args: tuple[Any, ...]) -> None:
         """shared/rr: the primary's listener already listens with its backlog."""
@@ -187,6 +201,16 @@ class Binding:
 
     def setsockopt(self, sock: socket.socket, args: tuple[Any, ...]) -> None:
         self.ctx.ops.setsockopt(sock, *args)
+
+    def hand_over(self, sock: socket.socket) -> None:
+        """C code takes the fd and will listen and accept on it itself (uvloop):
+        the listener the primary sent already listens, so it serves now."""
+        self._announce()
+
+    def _announce(self) -> None:
+        if self.stream and not self.listening and not self.dead:
+            self.listening = True
+            self.ctx.primary.notify_listening(self.key, self.address)
 
     # -- stopping -------------------------------------------------------------------
     def accept_nothing(self, sock: socket.socket) -> tuple[socket.socket, Any]:

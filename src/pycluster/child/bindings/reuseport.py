@@ -8,6 +8,7 @@ import os
 import socket
 from typing import Any
 
+from ...core.sockets import DEFAULT_BACKLOG
 from .base import Binding
 
 
@@ -42,3 +43,12 @@ class ReusePortBinding(Binding):
 
     def _listen(self, sock: socket.socket, args: tuple[Any, ...]) -> None:
         self.ctx.ops.listen(sock, *args)  # our own socket: it listens itself
+
+    def hand_over(self, sock: socket.socket) -> None:
+        """C code will listen on our socket itself (libuv's uv_listen), after the
+        'listening' notice would reach the primary: listen now so the socket is
+        in the reuseport group when we say so (the C side's listen() then only
+        sets its backlog)."""
+        if self.stream and not self.dead:
+            self.ctx.ops.listen(sock, DEFAULT_BACKLOG)
+        super().hand_over(sock)

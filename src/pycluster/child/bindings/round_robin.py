@@ -8,11 +8,12 @@ taken in its copy of the lane, and takes it back after ``handoff_timeout``.
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from typing import Any
 
-from .base import DescriptorBinding
+from .base import DescriptorBinding, c_server
 
 _FD = struct.Struct("i")
 _CMSG = socket.CMSG_SPACE(_FD.size)
@@ -27,6 +28,16 @@ class RoundRobinBinding(DescriptorBinding):
 
     def setsockopt(self, sock: socket.socket, args: tuple[Any, ...]) -> None:
         return None  # options of the primary's listener apply (TCP_NODELAY is set)
+
+    def hand_over(self, sock: socket.socket) -> None:
+        """C code cannot take a lane: libuv listens and accepts on it, and a
+        lane carries hand-offs that only our ``recvmsg`` can take. Nor can the
+        primary give this worker its listener (it never accepts on a descriptor
+        a worker also holds). Say so at once, in the error the server's start fails with."""
+        raise OSError(errno.EOPNOTSUPP, (
+            f"pycluster: worker {self.ctx.worker_id}: a server in C ({c_server()}) took the socket for"
+            f" {self.where()} and cannot accept round-robin hand-offs; run with --policy none or"
+            " reuseport, or uvicorn's --loop asyncio"))
 
     def _accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         """Take the next connection the primary handed us."""
