@@ -103,7 +103,8 @@ class WorkerRuntime:
         self.channel = self.worker.channel
         self.link = PrimaryLink(self.channel, self.worker.is_connected)
         self.interceptor = Interceptor(self.registry, self.link,
-                                       BindingContext(self.link, self.exits.signalled))
+                                       BindingContext(self.link, self.exits.signalled,
+                                                      inflight=self.exits.inflight))
         self.heartbeat: Heartbeat | None = None
         if heartbeat is not None:
             from .heartbeat import Heartbeat  # only under a master's --timeout

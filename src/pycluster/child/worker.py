@@ -22,6 +22,7 @@ from ..core.common import handle_fds, signal_number, wrap_received_fd
 from ..core.worker import Worker, WorkerState
 from ..ipc.channel import KIND_USER, Channel
 from ..ipc.messages import ACT, DISCONNECT, EXITED_AFTER_DISCONNECT
+from .inflight import DRAIN_POLL
 from .loop import MiniLoop
 from .process import ExitState, hard_exit, signal_main_thread
 
@@ -168,6 +169,8 @@ class ChildWorker(Worker):
         then SIGTERM ourselves (the app's own handler, or SystemExit(0))."""
         self._disconnecting = True
         self._stop_accepting(_DISCONNECT_STOP_TIMEOUT)
+        # From now on pycluster's SIGTERM handler lets accepted connections finish.
+        self._exits.on_drain = self._start_drain_watch
         self.exited_after_disconnect = True
         self._channel.close()
 
@@ -196,7 +199,23 @@ class ChildWorker(Worker):
         in a few hundred disconnects under load). Send it again; only while
         pycluster's own handler is installed, so an app's handler never sees
         a second SIGTERM from us."""
-        if self._exits.explicit or not self._exits.owns_sigterm():
-            return
+        if self._exits.explicit or not self._exits.owns_sigterm() or self._exits.inflight.draining:
+            return  # (a drain has its own watch)
         signal_main_thread(signal.SIGTERM)
         self._loop.call_later(_RESIGNAL_AFTER, self._resignal)
+
+    def _start_drain_watch(self) -> None:
+        """Called in the SIGTERM handler when it defers the exit: no locks."""
+        self._loop.call_soon_threadsafe(self._watch_drain)
+
+    def _watch_drain(self) -> None:
+        """The default handler is waiting for the accepted connections: once
+        they are closed, SIGTERM again (and again, as in :meth:`_resignal`)."""
+        exits = self._exits
+        if exits.explicit or not exits.owns_sigterm():
+            return
+        if exits.inflight.busy():
+            self._loop.call_later(DRAIN_POLL, self._watch_drain)
+            return
+        signal_main_thread(signal.SIGTERM)
+        self._loop.call_later(_RESIGNAL_AFTER, self._watch_drain)
