@@ -181,8 +181,10 @@ class ExitState:
                 return
             self.main_waiting = True
         closed.wait()
-        # Daemon threads may still be serving what the listeners accepted.
-        self.inflight.wait_idle()
+        if self.on_drain is not None:
+            # A disconnect (not a kill()): daemon threads may still be serving
+            # what the listeners accepted.
+            self.inflight.wait_idle()
         # We exit normally now; a SIGTERM the primary sends after the disconnect
         # (kill()) must not turn that into "killed by SIGTERM" during teardown.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -92,13 +92,13 @@ class ChildWorker(Worker):
 
     def disconnect(self) -> ChildWorker:
         """Leave the cluster: close shared servers, then the channel, then exit 0."""
-        self._loop.call_soon_threadsafe(self._begin_disconnect, int(signal.SIGTERM))
+        self._loop.call_soon_threadsafe(self._begin_disconnect, int(signal.SIGTERM), True)
         return self
 
     def kill(self, signal: int | str = "SIGTERM") -> None:
         """Tell the primary this exit is voluntary, disconnect, then signal ourselves."""
         signum = signal_number(signal)
-        self._loop.call_soon_threadsafe(self._begin_disconnect, signum)
+        self._loop.call_soon_threadsafe(self._begin_disconnect, signum, False)
 
     destroy = kill
 
@@ -143,8 +143,11 @@ class ChildWorker(Worker):
         act = obj.get(ACT) if isinstance(obj, dict) else None
         if act == DISCONNECT:
             self._expected_close = True
-            self._after_disconnect = int(signal.SIGTERM) if obj.get("signal", True) else None
-            self._finish_disconnect()
+            # signal: False is the primary's kill(): its own signal follows, and,
+            # as Node's default SIGTERM, it ends the worker without a drain.
+            drain = bool(obj.get("signal", True))
+            self._after_disconnect = int(signal.SIGTERM) if drain else None
+            self._finish_disconnect(drain)
 
     def _channel_error(self, exc: BaseException) -> None:
         if self.listener_count("error"):
@@ -152,7 +155,7 @@ class ChildWorker(Worker):
         else:
             print(f"pycluster: worker {self.id}: IPC error: {exc}", file=sys.stderr)
 
-    def _begin_disconnect(self, signum: int) -> None:
+    def _begin_disconnect(self, signum: int, drain: bool) -> None:
         if self._disconnecting or self._channel.closed:
             return
         self._disconnecting = True
@@ -160,17 +163,18 @@ class ChildWorker(Worker):
         self._after_disconnect = signum
 
         def acknowledged(_reply: Any, _fds: list[int], _err: BaseException | None) -> None:
-            self._finish_disconnect()
+            self._finish_disconnect(drain)
 
         self._channel.request({ACT: EXITED_AFTER_DISCONNECT}, on_reply=acknowledged, timeout=5.0)
 
-    def _finish_disconnect(self) -> None:
+    def _finish_disconnect(self, drain: bool) -> None:
         """Stop accepting, let the app hear 'disconnect', close the channel,
-        then SIGTERM ourselves (the app's own handler, or SystemExit(0))."""
+        then SIGTERM ourselves (the app's own handler, or pycluster's: with
+        ``drain``, SystemExit(0) once the accepted connections are closed)."""
         self._disconnecting = True
         self._stop_accepting(_DISCONNECT_STOP_TIMEOUT)
-        # From now on pycluster's SIGTERM handler lets accepted connections finish.
-        self._exits.on_drain = self._start_drain_watch
+        if drain:  # a disconnect, not a kill(): Node would live on while connections are open
+            self._exits.on_drain = self._start_drain_watch
         self.exited_after_disconnect = True
         self._channel.close()
 
