@@ -24,8 +24,9 @@ pytestmark = pytest.mark.timeout(60)
 SLOW = 3.0  # seconds each in-flight request takes
 BODY = b"x" * 100_000  # sent in full only if the worker lives to the end of the request
 
-FLASK_APP = """
+FLASK_APP = r"""
     import os
+    import sys
     import time
 
     from flask import Flask
@@ -35,7 +36,8 @@ FLASK_APP = """
 
     @app.route("/")
     def slow():
-        print("request started", flush=True)
+        sys.stdout.write("request started\n")  # one write: the serving threads share the line buffer
+        sys.stdout.flush()
         time.sleep(float(os.environ["SLOW"]))
         return BODY
 
@@ -74,9 +76,12 @@ def _start(pyc, port: int, *args: str):
 
 
 def _four_in_flight(master, port: int) -> InFlight:
-    started = sum("request started" in line for line in master.stdout)
+    def count() -> int:
+        return sum(line.count("request started") for line in list(master.stdout))
+
+    started = count()
     requests = InFlight(port, 4)
-    wait_until(lambda: sum("request started" in line for line in master.stdout) >= started + 4, 10,
+    wait_until(lambda: count() >= started + 4, 10,
                "4 requests in the app's handler", master.output)
     return requests
 
