@@ -15,8 +15,11 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any, NoReturn
+
+from .inflight import InFlight
 
 
 def hard_exit(code: int) -> NoReturn:
@@ -106,11 +109,17 @@ class ExitState:
         self.main_waiting = False  # the main program is over, waiting for a disconnect
         self.explicit = False  # the main program is leaving on its own (sys.exit, a crash, SIGTERM)
         self.signalled = threading.Event()  # the post-disconnect signal was sent
+        self.inflight = InFlight()  # the connections the shared listeners handed to the app
+        # Set by the worker once its listeners are stopped (a disconnect): starts
+        # the channel thread's watch that re-sends SIGTERM when the drain is over.
+        # Must not block or lock: it runs in the signal handler.
+        self.on_drain: Callable[[], None] | None = None
         self._sigterm = self._on_sigterm  # one bound method, so it can be recognised
 
     # -- SIGTERM ----------------------------------------------------------------
     def install_sigterm(self) -> None:
-        """Our default SIGTERM handler (``SystemExit(0)``), unless the app has one."""
+        """Our default SIGTERM handler, unless the app has one: ``SystemExit(0)``,
+        once the connections accepted before a disconnect are closed."""
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, self._sigterm)
 
@@ -121,6 +130,17 @@ class ExitState:
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if self.main_waiting:
             return  # the main program is over and the process is leaving with 0 anyway
+        drain = self.on_drain
+        if drain is not None and self.inflight.busy():
+            # Node's event loop keeps a disconnected worker alive while its
+            # connections are open: the requests in flight (on the app's own
+            # threads, or on this very thread below us) run to completion. The
+            # watch sends SIGTERM again once they are closed; before that, only
+            # the master's graceful_timeout ends the drain.
+            if not self.inflight.draining:
+                self.inflight.draining = True
+                drain()
+            return
         self.explicit = True
         raise SystemExit(0)
 
@@ -161,6 +181,10 @@ class ExitState:
                 return
             self.main_waiting = True
         closed.wait()
+        if self.on_drain is not None:
+            # A disconnect (not a kill()): daemon threads may still be serving
+            # what the listeners accepted.
+            self.inflight.wait_idle()
         # We exit normally now; a SIGTERM the primary sends after the disconnect
         # (kill()) must not turn that into "killed by SIGTERM" during teardown.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -104,7 +104,7 @@ class WorkerRuntime:
         self.link = PrimaryLink(self.channel, self.worker.is_connected)
         self.interceptor = Interceptor(self.registry, self.link,
                                        BindingContext(self.link, self.exits.signalled,
-                                                      worker_id=worker_id))
+                                                      worker_id=worker_id, inflight=self.exits.inflight))
         self.heartbeat: Heartbeat | None = None
         if heartbeat is not None:
             from .heartbeat import Heartbeat  # only under a master's --timeout

@@ -22,6 +22,7 @@ from ..core.common import handle_fds, signal_number, wrap_received_fd
 from ..core.worker import Worker, WorkerState
 from ..ipc.channel import KIND_USER, Channel
 from ..ipc.messages import ACT, DISCONNECT, EXITED_AFTER_DISCONNECT
+from .inflight import DRAIN_POLL
 from .loop import MiniLoop
 from .process import ExitState, hard_exit, signal_main_thread
 
@@ -91,13 +92,13 @@ class ChildWorker(Worker):
 
     def disconnect(self) -> ChildWorker:
         """Leave the cluster: close shared servers, then the channel, then exit 0."""
-        self._loop.call_soon_threadsafe(self._begin_disconnect, int(signal.SIGTERM))
+        self._loop.call_soon_threadsafe(self._begin_disconnect, int(signal.SIGTERM), True)
         return self
 
     def kill(self, signal: int | str = "SIGTERM") -> None:
         """Tell the primary this exit is voluntary, disconnect, then signal ourselves."""
         signum = signal_number(signal)
-        self._loop.call_soon_threadsafe(self._begin_disconnect, signum)
+        self._loop.call_soon_threadsafe(self._begin_disconnect, signum, False)
 
     destroy = kill
 
@@ -142,8 +143,11 @@ class ChildWorker(Worker):
         act = obj.get(ACT) if isinstance(obj, dict) else None
         if act == DISCONNECT:
             self._expected_close = True
-            self._after_disconnect = int(signal.SIGTERM) if obj.get("signal", True) else None
-            self._finish_disconnect()
+            # signal: False is the primary's kill(): its own signal follows, and,
+            # as Node's default SIGTERM, it ends the worker without a drain.
+            drain = bool(obj.get("signal", True))
+            self._after_disconnect = int(signal.SIGTERM) if drain else None
+            self._finish_disconnect(drain)
 
     def _channel_error(self, exc: BaseException) -> None:
         if self.listener_count("error"):
@@ -151,7 +155,7 @@ class ChildWorker(Worker):
         else:
             print(f"pycluster: worker {self.id}: IPC error: {exc}", file=sys.stderr)
 
-    def _begin_disconnect(self, signum: int) -> None:
+    def _begin_disconnect(self, signum: int, drain: bool) -> None:
         if self._disconnecting or self._channel.closed:
             return
         self._disconnecting = True
@@ -159,15 +163,18 @@ class ChildWorker(Worker):
         self._after_disconnect = signum
 
         def acknowledged(_reply: Any, _fds: list[int], _err: BaseException | None) -> None:
-            self._finish_disconnect()
+            self._finish_disconnect(drain)
 
         self._channel.request({ACT: EXITED_AFTER_DISCONNECT}, on_reply=acknowledged, timeout=5.0)
 
-    def _finish_disconnect(self) -> None:
+    def _finish_disconnect(self, drain: bool) -> None:
         """Stop accepting, let the app hear 'disconnect', close the channel,
-        then SIGTERM ourselves (the app's own handler, or SystemExit(0))."""
+        then SIGTERM ourselves (the app's own handler, or pycluster's: with
+        ``drain``, SystemExit(0) once the accepted connections are closed)."""
         self._disconnecting = True
         self._stop_accepting(_DISCONNECT_STOP_TIMEOUT)
+        if drain:  # a disconnect, not a kill(): Node would live on while connections are open
+            self._exits.on_drain = self._start_drain_watch
         self.exited_after_disconnect = True
         self._channel.close()
 
@@ -196,7 +203,23 @@ class ChildWorker(Worker):
         in a few hundred disconnects under load). Send it again; only while
         pycluster's own handler is installed, so an app's handler never sees
         a second SIGTERM from us."""
-        if self._exits.explicit or not self._exits.owns_sigterm():
-            return
+        if self._exits.explicit or not self._exits.owns_sigterm() or self._exits.inflight.draining:
+            return  # (a drain has its own watch)
         signal_main_thread(signal.SIGTERM)
         self._loop.call_later(_RESIGNAL_AFTER, self._resignal)
+
+    def _start_drain_watch(self) -> None:
+        """Called in the SIGTERM handler when it defers the exit: no locks."""
+        self._loop.call_soon_threadsafe(self._watch_drain)
+
+    def _watch_drain(self) -> None:
+        """The default handler is waiting for the accepted connections: once
+        they are closed, SIGTERM again (and again, as in :meth:`_resignal`)."""
+        exits = self._exits
+        if exits.explicit or not exits.owns_sigterm():
+            return
+        if exits.inflight.busy():
+            self._loop.call_later(DRAIN_POLL, self._watch_drain)
+            return
+        signal_main_thread(signal.SIGTERM)
+        self._loop.call_later(_RESIGNAL_AFTER, self._watch_drain)

@@ -18,6 +18,7 @@ import time
 from typing import Any, ClassVar, Protocol
 
 from ..addresses import sockname
+from ..inflight import InFlight
 
 
 class SocketOps:
@@ -118,14 +119,15 @@ class SpareFd:
 
 class BindingContext:
     """What bindings share in one worker: the primary, the exit state, the
-    tomb and the rr lanes' spare descriptor."""
+    tomb, the rr lanes' spare descriptor and the accepted connections."""
 
     def __init__(self, primary: Notices, signalled: threading.Event, ops: SocketOps = ORIGINAL,
-                 worker_id: int = 0):
+                 worker_id: int = 0, inflight: InFlight | None = None):
         self.primary = primary
         self.worker_id = worker_id  # for messages
         self.signalled = signalled  # set once the post-disconnect signal was sent
         self.ops = ops
+        self.inflight = InFlight() if inflight is None else inflight
         self.tomb = Tomb()
         self.spare = SpareFd()
 
@@ -188,7 +190,9 @@ class Binding:
     def accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         if self.dead:
             return self.accept_nothing(sock)
-        return self._accept(sock)
+        conn, addr = self._accept(sock)
+        self.ctx.inflight.add(conn)  # so a drain after a disconnect waits for it (SPEC 2)
+        return conn, addr
 
     def _accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         conn, addr = self.ctx.ops.accept(sock)
@@ -218,12 +222,16 @@ class Binding:
 
         Non-blocking callers get EAGAIN. A blocking caller first waits for the
         SIGTERM that follows the disconnect (the default handler's SystemExit
-        ends it there), then gets the error a closed listener gives, so a
-        server loop with its own SIGTERM handler (socketserver) sees its
-        shutdown flag."""
+        ends it there, at once or once the accepted connections are closed),
+        then gets the error a closed listener gives, so a server loop with its
+        own SIGTERM handler (socketserver) sees its shutdown flag."""
         if sock.gettimeout() == 0.0:
             raise BlockingIOError(errno.EAGAIN, "no connection (the cluster stopped this listener)")
         self.ctx.signalled.wait(2.0)
+        if self.ctx.inflight.draining:
+            # The default handler is letting the accepted connections finish: an
+            # EBADF now would end an accept loop (and its serving threads) early.
+            self.ctx.inflight.wait_idle()
         raise OSError(errno.EBADF, "listener closed by the cluster (worker disconnected)")
 
     def entomb(self, fd: int) -> None:
