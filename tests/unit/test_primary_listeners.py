@@ -253,3 +253,33 @@ def test_a_lane_counts_what_waits(lanes):
     assert lane.waiting() == 0
     lane.a.send(b"cc")
     assert lane.waiting() == 2
+
+
+def test_one_worker_cannot_hold_more_than_its_share_of_listeners(listeners, monkeypatch):
+    """Each listener a worker holds costs the primary descriptors (its own
+    socket, or a dup of the worker's, under any index the worker names):
+    past the cap a query is refused with EMFILE, and the primary holds no
+    more; one it already holds is still answered."""
+    monkeypatch.setattr("pycluster.primary.listeners.MAX_LISTENERS_PER_WORKER", 3)
+    listeners.policy = SCHED_RR
+    worker = FakeWorker()
+    with socket.socket() as mine:
+        mine.bind(("127.0.0.1", 0))
+        mine.listen()
+        for index in range(3):
+            reply, _ = listeners.answer_query(worker, {"fd": 9, "address_type": None, "index": index},
+                                              [mine.fileno()])
+            assert "errno" not in reply, reply
+        held = len(listeners.handles)
+        reply, fds = listeners.answer_query(worker, {"fd": 9, "address_type": None, "index": 3},
+                                            [mine.fileno()])
+        assert reply["errno"] == errno.EMFILE and "holds 3 listeners" in reply["why"] and fds == []
+        reply, _ = listeners.answer_query(worker, {"address": "127.0.0.1", "port": 0, "address_type": 4,
+                                                   "index": 0}, [])
+        assert reply["errno"] == errno.EMFILE
+        assert len(listeners.handles) == held
+        again, _ = listeners.answer_query(worker, {"fd": 9, "address_type": None, "index": 0}, [mine.fileno()])
+        assert "errno" not in again  # already held: no new descriptor
+        other, _ = listeners.answer_query(FakeWorker(2), {"fd": 9, "address_type": None, "index": 3},
+                                          [mine.fileno()])
+        assert "errno" not in other  # the cap is per worker

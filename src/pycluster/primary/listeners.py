@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from .worker import PrimaryWorker
 
 
+MAX_LISTENERS_PER_WORKER = 256  # listeners one worker may hold (each costs the primary descriptors)
+
+
 class Policy(Record):
     """The handle classes of a scheduling policy: ``inet`` for a TCP address
     the primary binds itself, ``local`` for a unix socket or an inherited
@@ -177,8 +180,10 @@ class Listeners:
                                    f" ({len(self.master)} configured)")
             return self.master[master]
         if msg.get("fd") is not None:
-            return self._worker_socket_handle(msg, fds)
+            return self._worker_socket_handle(worker, msg, fds)
         key = handle_key(msg)
+        if key not in worker.handle_keys:
+            self._check_room(worker)  # joining a listener costs descriptors too (an rr lane)
         handle = self.handles.get(key)
         if handle is None:
             check_may_bind(worker, msg)
@@ -190,6 +195,16 @@ class Listeners:
                 raise
             self.handles[key] = handle
         return handle
+
+    @staticmethod
+    def _check_room(worker: PrimaryWorker) -> None:
+        """Every listener a worker asks for costs the primary a descriptor
+        (a listener or a socket the worker sent, under any index it names):
+        bound per worker, so one worker cannot run the primary out of them."""
+        if len(worker.handle_keys) >= MAX_LISTENERS_PER_WORKER:
+            raise Refused(errno.EMFILE,
+                          f"pycluster: worker {worker.id} holds {len(worker.handle_keys)} listeners already,"
+                          f" the most one worker may have (close some first)")
 
     def _check_not_inherited(self, msg: dict[str, Any]) -> None:
         """A bind that failed with EADDRINUSE: say so when one of the
@@ -208,7 +223,7 @@ class Listeners:
                               f"{f' (fd://{held.fd})' if held.fd is not None else ''}:"
                               f" bind {held} exactly to share it, or serve cluster.listeners()")
 
-    def _worker_socket_handle(self, msg: dict[str, Any], fds: list[int]) -> Handle:
+    def _worker_socket_handle(self, worker: PrimaryWorker, msg: dict[str, Any], fds: list[int]) -> Handle:
         """``listen(fd=N)`` in a worker: N is the worker's own descriptor,
         sent with the query (never a number looked up in our fd table). The
         worker keeps the same open file, so it could make it blocking under
@@ -224,6 +239,8 @@ class Listeners:
         if not stat.S_ISSOCK(st.st_mode):
             raise OSError(errno.ENOTSOCK, f"fd {fd} is not a socket")
         key = f"fd:{st.st_dev}:{st.st_ino}:{msg.get('index', 0)}"
+        if key not in worker.handle_keys:
+            self._check_room(worker)
         handle = self.handles.get(key)
         if handle is not None:
             return handle
