@@ -95,8 +95,9 @@ def stop_and_check(pyc, master) -> None:
     assert wait_until(lambda: not group_pids(master.pid), 5, "no process of the cluster left")
 
 
-@pytest.mark.parametrize("policy,extra", [("none", ()), ("reuseport", ()), ("none", ("--preload",))],
-                         ids=["none", "reuseport", "none-preload"])
+@pytest.mark.parametrize("policy,extra", [("rr", ()), ("none", ()), ("reuseport", ()), ("none", ("--preload",)),
+                                          ("rr", ("--preload",))],
+                         ids=["rr", "none", "reuseport", "none-preload", "rr-preload"])
 def test_uvicorn_run_with_its_default_loop_is_shared(pyc, policy, extra):
     port = unused_port()
     pyc.write("uvapp.py", UVICORN_APP.format(version="v1"))
@@ -122,28 +123,12 @@ def test_uvicorn_run_with_its_default_loop_is_shared(pyc, policy, extra):
     stop_and_check(pyc, master)
 
 
-def test_uvicorn_under_rr_fails_fast_naming_the_server_and_the_fix(pyc):
-    port = unused_port()
-    pyc.write("uvapp.py", UVICORN_APP.format(version="v1"))
-    started = time.monotonic()
-    master = pyc.run_to_end("uvapp:main", "-w", "2", "-b", f"127.0.0.1:{port}", "--policy", "rr",
-                            env={"PORT": port}, timeout=20)
-    elapsed = time.monotonic() - started
-    assert master.proc.returncode == 3, master.output()
-    text = master.output()
-    assert "a server in C (uvloop/libuv) took the socket for 127.0.0.1:%d" % port in text
-    assert "run with --policy none or reuseport, or uvicorn's --loop asyncio" in text
-    assert "the first generation never became ready" in text
-    # boot_timeout (30 s) is not what ended it
-    assert elapsed < 10, f"the master took {elapsed:.1f}s to give up"
-    assert wait_until(lambda: not group_pids(master.pid), 5, "no process of the cluster left")
-
-
-def test_aiohttp_run_app_under_a_uvloop_policy(pyc):
+@pytest.mark.parametrize("policy", ["rr", "none"])
+def test_aiohttp_run_app_under_a_uvloop_policy(pyc, policy):
     pytest.importorskip("aiohttp")
     port = unused_port()
     pyc.write("aioapp.py", AIOHTTP_APP)
-    master = pyc.start("aioapp:main", "-w", "2", "-b", f"127.0.0.1:{port}", "--policy", "none",
+    master = pyc.start("aioapp:main", "-w", "2", "-b", f"127.0.0.1:{port}", "--policy", policy,
                        "--graceful-timeout", "3", env={"PORT": port})
     assert master.wait_ready(timeout=12) == 2
     answers(port, 2)
@@ -181,3 +166,39 @@ def test_a_socket_python_detaches_and_rewraps_keeps_its_binding_under_rr(pyc):
         seen.add(json.loads(body)["pid"])
     assert len(seen) == 2, "rr spreads the hand-offs over both workers"
     stop_and_check(pyc, master)
+
+
+RAW_LIBUV_APP = """
+    import asyncio
+    import os
+
+    import uvloop
+    import uvloop.loop
+
+    async def serve():
+        loop = asyncio.get_running_loop()
+        # uvloop's own create_server, not the one a worker wraps: it binds a
+        # Python socket, then libuv takes the lane
+        await uvloop.loop.Loop.create_server(loop, asyncio.Protocol, "127.0.0.1", int(os.environ["PORT"]))
+        await asyncio.sleep(3600)
+
+    def main():
+        uvloop.run(serve())
+"""
+
+
+def test_a_c_server_that_takes_an_rr_lane_fails_fast_naming_the_server_and_the_fix(pyc):
+    port = unused_port()
+    pyc.write("rawapp.py", RAW_LIBUV_APP)
+    started = time.monotonic()
+    master = pyc.run_to_end("rawapp:main", "-w", "2", "-b", f"127.0.0.1:{port}", "--policy", "rr",
+                            env={"PORT": port}, timeout=20)
+    elapsed = time.monotonic() - started
+    assert master.proc.returncode == 3, master.output()
+    text = master.output()
+    assert "a server in C (uvloop/libuv) took the socket for 127.0.0.1:%d" % port in text
+    assert "run with --policy none or reuseport, or uvicorn's --loop asyncio" in text
+    assert "the first generation never became ready" in text
+    # boot_timeout (30 s) is not what ended it
+    assert elapsed < 10, f"the master took {elapsed:.1f}s to give up"
+    assert wait_until(lambda: not group_pids(master.pid), 5, "no process of the cluster left")

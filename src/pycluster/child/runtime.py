@@ -45,6 +45,7 @@ from ..ipc.messages import (
     ONLINE,
     ONLINE_AFTER_LOAD,
 )
+from . import uvloop_hook
 from .bindings import BindingContext
 from .intercept import Interceptor
 from .link import PrimaryLink
@@ -114,6 +115,7 @@ class WorkerRuntime:
     def start(self, *, online: bool = True) -> None:
         """Wrap the socket methods, start the channel thread (and the heartbeat)."""
         self.interceptor.install()
+        uvloop_hook.install(self.registry)  # uvloop under rr: lanes served from Python
         self.worker.start()
         if online:
             self.announce_online()
