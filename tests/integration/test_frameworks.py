@@ -258,7 +258,7 @@ SELF_RUN = {  # running their own server
     "tornado": _stack("tornadoapp.py", TORNADO_APP, "tornadoapp:main", ("tornado",), False),
     "hypercorn": _stack("hyperapp.py", HYPERCORN_APP, "hyperapp:main", ("hypercorn",), False),
 }
-STACKS = SELF_RUN  # the served apps join once pycluster serves them (SPEC 8)
+STACKS = {**SERVED, **SELF_RUN}
 
 MODES = {"rr": ("--policy", "rr"), "none": ("--policy", "none"), "preload": ("--policy", "rr", "--preload")}
 
