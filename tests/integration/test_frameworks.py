@@ -424,8 +424,10 @@ def test_framework(pyc, name, mode):
                            lambda: load.summary() + "\n" + master.output())
                 after = load.count()
                 wait_until(lambda: load.count() >= after + 50, 10, "the load served by v2", load.summary)
-            assert load.versions.get("v2"), load.summary()
             assert not load.failures, f"{load.summary()}\n{master.output()}"
+            assert load.versions.get("v2"), load.summary()
+            # every client connection was on a v1 worker, which closed it with Connection: close
+            assert load.reconnects >= LOAD_THREADS, load.summary()
         else:
             done = pyc.cli("reload", "-n", "app", timeout=40)
             assert done.returncode == 0, done.stdout + done.stderr + master.output()
