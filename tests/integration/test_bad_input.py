@@ -405,7 +405,8 @@ WRONG_TYPE = {
     "chdir": "5", "preload": '"maybe"', "graceful_timeout": "[30]", "boot_timeout": '"soon"',
     "timeout": "true", "max_memory": "true", "restart_delay": "{}", "max_restart_delay": '"later"',
     "min_uptime": "[1]", "user": "1.5", "group": "[]", "daemon": "1", "pidfile": "5", "log_file": "true",
-    "control": "[]",
+    "control": "[]", "interface": "1", "factory": '"maybe"', "threads": "2.5", "keep_alive": '"long"',
+    "access_log": "1", "proxy_headers": '"yes please"', "forwarded_allow_ips": "5", "root_path": "[]",
 }
 # Out-of-range values (TOML syntax), for the settings that have a range or a closed set of values.
 OUT_OF_RANGE = {
@@ -415,6 +416,8 @@ OUT_OF_RANGE = {
     "max_memory": ["0", "-1", '"0.1"', '"12Q"'], "restart_delay": ["-0.5", "inf"], "max_restart_delay": ["-1"],
     "min_uptime": ["-1"], "user": ["-1", '"no-such-user-pyc"', "4294967296"],
     "group": ["-1", '"no-such-group-pyc"', "4294967296"], "chdir": ['"/nonexistent/pycluster-test"'],
+    "interface": ['"asgi2"'], "threads": ["0", "1025"], "keep_alive": ["0", "-1"],
+    "forwarded_allow_ips": ['"10.0.0.300"', '""'], "root_path": ['"api"'],
 }
 BASE = {"app": '"no_such_module_pyc:main"', "workers": "1", "name": '"cfgfuzz"'}
 

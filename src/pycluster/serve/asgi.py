@@ -67,8 +67,7 @@ class DrainingApp:
         try:
             await self.app(scope, receive, send_logged)
         finally:
-            path = scope.get("root_path", "") + scope.get("path", "")
-            access_line(scope.get("client"), scope.get("method", "-"), path,
+            access_line(scope.get("client"), scope.get("method", "-"), scope.get("path", ""),  # root_path included
                         scope.get("query_string", b"").decode("latin-1"), f"HTTP/{scope.get('http_version', '1.1')}",
                         status[0], time.perf_counter() - started)
 

@@ -17,7 +17,7 @@ answer instead of asking. What fits none, or fits badly, is a
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +38,10 @@ def prepare(obj: Any, target: str, options: ServeOptions) -> tuple[str, Callable
         if not callable(obj):
             raise UsageError(f"{target!r} is {describe(obj)}, not a factory: --factory needs a callable"
                              " that returns the app")
+        shape = _shape(obj)
+        if shape is not None and shape[1] > 0:
+            raise UsageError(f"{target!r} takes ({', '.join(_param_names(obj))}), so it is not a factory (one is"
+                             " called without arguments and returns the app); drop --factory if it is the app")
         obj = obj()
         if inspect.isawaitable(obj):
             close = getattr(obj, "close", None)
@@ -53,9 +57,11 @@ def prepare(obj: Any, target: str, options: ServeOptions) -> tuple[str, Callable
     if interface == "call":
         return interface, obj
     module, extra, what = _EXTRAS[interface]
-    if importlib.util.find_spec(module) is None:
-        raise UsageError(f"serving {what} app ({target!r}) needs {module}, which is not installed:"
-                         f" pip install 'pycluster[{extra}]'")
+    try:
+        importlib.import_module(module)  # here: under --preload, once in the fork server
+    except ImportError as exc:
+        raise UsageError(f"serving {what} app ({target!r}) needs {module}, which cannot be imported ({exc}):"
+                         f" pip install 'pycluster[{extra}]'") from None
     if interface == "asgi":
         from . import asgi
 
