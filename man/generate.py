@@ -120,6 +120,10 @@ def toml_type(setting: Setting) -> str:
         config._path: "string (a path; ~ is expanded)",
         config._bool: "boolean",
         config.parse_size: 'integer (bytes) or string ("512M", "1G")',
+        config._interface: '"auto", "asgi", "wsgi" or "call"',
+        config._threads: "integer (1-1024)",
+        config._ip_list: 'string ("*" or comma-separated addresses and networks)',
+        config._root_path: 'string (a URL path, "/api")',
     }
     try:
         return types[validate]

@@ -32,10 +32,18 @@ EXIT_NO_MASTER = 3
 # which no Python exception exit produces).
 WORKER_BOOT_ERROR = 70
 
+# A worker exits with this when the target itself is a usage error: it is no
+# app pycluster can run (neither a callable nor an ASGI or WSGI application),
+# or serving it needs an extra that is not installed. Its last stderr line
+# says what was found and what to do; ``pycluster run`` prints that line and
+# exits EXIT_USAGE instead of respawning (64 is EX_USAGE of sysexits.h).
+WORKER_USAGE_ERROR = 64
+
 #: Every exit status by name, for documentation and tests.
 EXIT_CODES = {
     "EXIT_OK": EXIT_OK, "EXIT_RUNTIME": EXIT_RUNTIME, "EXIT_USAGE": EXIT_USAGE, "EXIT_BOOT": EXIT_BOOT,
     "EXIT_FAILED": EXIT_FAILED, "EXIT_NO_MASTER": EXIT_NO_MASTER, "WORKER_BOOT_ERROR": WORKER_BOOT_ERROR,
+    "WORKER_USAGE_ERROR": WORKER_USAGE_ERROR,
 }
 
 

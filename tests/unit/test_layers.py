@@ -21,6 +21,7 @@ RANK = {
     "ipc": 1,
     "primary": 2, "child": 2,
     "facade": 3,
+    "serve": 3.5,
     "master": 4, "control": 4,
     "cli": 5, "tui": 5, "__main__": 5,
     "examples": 6,

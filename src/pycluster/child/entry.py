@@ -1,10 +1,13 @@
 """A worker of ``pycluster run``: ``python -m pycluster.child.entry TARGET [ARGS...]``.
 
-``module:callable`` imports the module (the working directory is on
-sys.path) and calls it (a coroutine function runs under asyncio);
+``module:attr`` imports the module (the working directory is on sys.path)
+and looks at ``attr`` (:mod:`pycluster.serve.detect`, SPEC 8): a callable
+with no required parameters is called (a coroutine function runs under
+asyncio); an ASGI or a WSGI application is served on the master's listeners.
 ``path/to/script.py`` runs the script as ``__main__``, so a Node-style
 script with an ``is_primary`` branch works unchanged. When the app returns,
-the worker exits (0, or the int it returned); the master replaces it.
+the worker exits (0, or the int it returned); the master replaces it. A
+target that is no app pycluster can run exits WORKER_USAGE_ERROR with one line.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 
 import pycluster  # noqa: F401  - boots the worker side first
 from pycluster.child.runtime import announce_online
+from pycluster.errors import WORKER_USAGE_ERROR
 
 
-def load(target: str) -> Callable[[], Any] | None:
+def load(target: str) -> Any:
+    """The object ``module:attr`` names (None for a script path)."""
     if target.endswith(".py") or (os.sep in target and ":" not in target):
         return None
     module_name, sep, attr = target.partition(":")
@@ -37,9 +42,21 @@ def load(target: str) -> Callable[[], Any] | None:
             obj = getattr(obj, part)
         except AttributeError:
             raise SystemExit(f"pycluster: {module_name!r} has no attribute {attr!r}") from None
-    if not callable(obj):
-        raise SystemExit(f"pycluster: {target!r} is not callable")
-    fn: Callable[[], Any] = obj
+    return obj
+
+
+def prepare(obj: Any, target: str) -> Callable[[], Any]:
+    """What the worker calls to run the app (pycluster.serve.detect), or a
+    one-line usage error and exit WORKER_USAGE_ERROR."""
+    from pycluster.serve.detect import UsageError
+    from pycluster.serve.detect import prepare as serve_prepare
+    from pycluster.serve.options import ServeOptions
+    try:
+        _interface, fn = serve_prepare(obj, target, ServeOptions.take())
+    except UsageError as exc:
+        sys.stderr.write(f"pycluster: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(WORKER_USAGE_ERROR) from None
     return fn
 
 
@@ -62,8 +79,8 @@ def main() -> int:
     target = sys.argv[1]
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    fn = load(target)
-    if fn is None:
+    obj = load(target)
+    if obj is None:
         path = os.path.abspath(target)
         sys.argv = [path, *sys.argv[2:]]
         sys.path.insert(0, os.path.dirname(path))
@@ -73,6 +90,7 @@ def main() -> int:
         globs = {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__}
         exec(code, globs)
         return 0
+    fn = prepare(obj, target)
     announce_online()  # the app imported: this worker counts as up
     sys.argv = [target, *sys.argv[2:]]
     return call(fn)

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from ..errors import EXIT_BOOT, EXIT_RUNTIME, EXIT_USAGE
+from ..errors import EXIT_RUNTIME, EXIT_USAGE
 from ..master import config
 
 
@@ -107,7 +107,8 @@ def _run(cfg: config.RunConfig, name: str, control: str, flags: dict, config_fil
         pycluster._engine.shutdown_loop(loop)
     if arbiter.boot_failure:
         from ..master.ops.daemon import report
-        if not report(EXIT_BOOT, f"pycluster: {arbiter.boot_failure}\n"):
+        failed = arbiter.boot_failure_code
+        if not report(failed, f"pycluster: {arbiter.boot_failure}\n"):
             sys.stderr.write(f"pycluster: {arbiter.boot_failure}\n")
-        return EXIT_BOOT
+        return failed
     return code

@@ -44,6 +44,7 @@ ENV_ONLINE: Final = "PYCLUSTER_ONLINE"  # "after-load": announce online once the
 ONLINE_AFTER_LOAD: Final = "after-load"
 ENV_SCHED_POLICY: Final = "PYCLUSTER_SCHED_POLICY"  # the facade's default scheduling policy
 ENV_FORKSERVER_FD: Final = "PYCLUSTER_FORKSERVER_FD"  # set in the fork server (--preload)
+ENV_SERVE: Final = "PYCLUSTER_SERVE"  # pycluster run: how to serve the app (JSON, pycluster.serve.options)
 
 # -- environment read by the master's side ---------------------------------------------
 ENV_RUNTIME_DIR: Final = "PYCLUSTER_RUNTIME_DIR"  # where control sockets live (SPEC 3)

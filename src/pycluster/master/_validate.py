@@ -160,3 +160,44 @@ def _redact(item: Any) -> str:
     """An env entry for an error message: its name, never its value."""
     key, sep, _value = str(item).partition("=")
     return f"{key}=..." if sep else (key[:40] + ("..." if len(key) > 40 else ""))
+
+
+def _interface(value: Any) -> str:
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in ("auto", "asgi", "wsgi", "call"):
+        raise ValueError("expected auto, asgi, wsgi or call")
+    return str(text)
+
+
+def _threads(value: Any) -> int:
+    if isinstance(value, (bool, float)):
+        raise ValueError("expected a whole number of threads (1-1024)")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of threads (1-1024)") from None
+    if not 1 <= number <= 1024:
+        raise ValueError("expected a number of threads (1-1024)")
+    return number
+
+
+def _ip_list(value: Any) -> str:
+    """forwarded_allow_ips: '*' or comma-separated addresses and networks."""
+    import ipaddress
+    text = ",".join(value) if isinstance(value, list) else value
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("expected '*' or comma-separated IP addresses or networks")
+    for item in (part.strip() for part in text.split(",")):
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"expected '*' or IP addresses or networks, not {item!r}") from None
+    return text.strip()
+
+
+def _root_path(value: Any) -> str:
+    if not isinstance(value, str) or (value and not value.startswith("/")):
+        raise ValueError("expected a URL path starting with '/' (or empty)")
+    return value.rstrip("/") if value != "/" else ""

@@ -26,9 +26,10 @@ import pycluster as cluster
 
 from ..control import commands
 from ..core import stats
-from ..errors import EXIT_BOOT, EXIT_OK, WORKER_BOOT_ERROR
-from ..ipc.messages import ENV_HEARTBEAT, ENV_ONLINE, ENV_READY_FD, ONLINE_AFTER_LOAD
+from ..errors import EXIT_BOOT, EXIT_OK, EXIT_USAGE, WORKER_BOOT_ERROR, WORKER_USAGE_ERROR
+from ..ipc.messages import ENV_HEARTBEAT, ENV_ONLINE, ENV_READY_FD, ENV_SERVE, ONLINE_AFTER_LOAD
 from ..primary.engine import Engine, PrimaryWorker
+from ..serve.options import ServeOptions
 from . import engine_setup, readiness
 from . import status as status_reply
 from .config import RunConfig, resolve_workers
@@ -95,6 +96,7 @@ class Arbiter:
         self.stderr_tails: dict[int, deque[str]] = {}
         self.control: ControlServer | None = None
         self.boot_failure: str | None = None
+        self.boot_failure_code = EXIT_BOOT
         self.booting: dict[int, asyncio.Future[bool]] = {}  # reload replacements, by worker id
         self.notify: Notifier | None = None  # systemd hooks (ops/systemd.py)
         self.tasks = TaskSet(self.logs.master)  # tasks the master owns (keep_task)
@@ -183,6 +185,7 @@ class Arbiter:
     def worker_env(self) -> dict[str, str]:
         env = dict(self.cfg.env)
         env[ENV_ONLINE] = ONLINE_AFTER_LOAD  # 'online' once the app imported, not before
+        env[ENV_SERVE] = ServeOptions.from_settings(self.cfg.values).encode()  # how to serve it (SPEC 8)
         if self.cfg.timeout:
             env[ENV_HEARTBEAT] = str(self.cfg.timeout)
         return env
@@ -285,10 +288,12 @@ class Arbiter:
         who = f"worker {worker.id} (pid {worker.pid})" if worker is not None else "a worker"
         self.halt(readiness.boot_failure(self.name, who, why, tail, first=first))
 
-    def halt(self, failure: str) -> None:
-        """A boot failure: stop now; ``pycluster run`` prints ``failure`` and exits EXIT_BOOT."""
+    def halt(self, failure: str, *, code: int = EXIT_BOOT) -> None:
+        """A boot failure: stop now; ``pycluster run`` prints ``failure`` and exits
+        ``code`` (EXIT_BOOT; EXIT_USAGE when the target is no app it can run)."""
         self.boot_failure = failure
-        self.stop(EXIT_BOOT, immediate=True)
+        self.boot_failure_code = code
+        self.stop(code, immediate=True)
 
     def _on_exit(self, worker: PrimaryWorker, code: int | None, sig: str | None) -> None:
         pending = self.booting.get(worker.id)
@@ -312,6 +317,13 @@ class Arbiter:
             return
         if worker.exited_after_disconnect:
             self.logs.master(f"worker {worker.id} (pid {worker.pid}) left ({how})")
+            return
+        if code == WORKER_USAGE_ERROR:
+            # The target is no app pycluster can run (or an extra is missing): the
+            # worker's last line says what to do; respawning cannot help.
+            said = [line for line in tail if line.startswith("pycluster: ")]
+            self.halt(said[-1].removeprefix("pycluster: ") if said else
+                      f"{self.name}: worker {worker.id} found no app to run in {self.cfg.app!r}", code=EXIT_USAGE)
             return
         if self.state == "starting" and not slot.ready:
             self.stderr_tails[worker.id] = tail

@@ -27,11 +27,15 @@ from ._validate import (
     _bool,
     _env_table,
     _group,
+    _interface,
+    _ip_list,
     _name,
     _path,
     _policy,
     _positive_float,
+    _root_path,
     _string,
+    _threads,
     _user,
     _workers,
     parse_size,
@@ -79,6 +83,30 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="DIR", on_reload=NEXT),
     Setting("preload", ("--preload",), _bool, False,
             "Import the app once in a fork server and fork workers from it.", is_flag=True, on_reload=RESTART),
+    # -- served apps (SPEC 8): ASGI with uvicorn, WSGI with cheroot ------------------
+    Setting("interface", ("--interface",), _interface, "auto",
+            "What the target is: auto (detect), asgi (serve with uvicorn), wsgi (serve with cheroot's"
+            " threads) or call (call it; it runs its own server).", metavar="auto|asgi|wsgi|call",
+            on_reload=NEXT),
+    Setting("factory", ("--factory",), _bool, False,
+            "The target is a callable that returns the app (called once per worker; once under --preload).",
+            is_flag=True, on_reload=NEXT),
+    Setting("threads", ("--threads",), _threads, 4,
+            "Threads per worker serving a WSGI app.", metavar="N", on_reload=NEXT),
+    Setting("keep_alive", ("--keep-alive",), _positive_float("keep_alive", False), 5.0,
+            "Seconds a served app keeps an idle keep-alive connection open.", metavar="S", on_reload=NEXT),
+    Setting("access_log", ("--access-log",), _bool, False,
+            "Served apps log one line per request: client, request, status, duration.", is_flag=True,
+            on_reload=NEXT),
+    Setting("proxy_headers", ("--proxy-headers",), _bool, False,
+            "Served apps trust X-Forwarded-For and X-Forwarded-Proto from --forwarded-allow-ips.",
+            is_flag=True, on_reload=NEXT),
+    Setting("forwarded_allow_ips", ("--forwarded-allow-ips",), _ip_list, "127.0.0.1",
+            "Peers whose proxy headers are trusted: '*' or comma-separated addresses and networks.",
+            metavar="IPS", on_reload=NEXT),
+    Setting("root_path", ("--root-path",), _root_path, "",
+            "The URL prefix a served app is mounted under behind a proxy (ASGI root_path, WSGI SCRIPT_NAME).",
+            metavar="PATH", on_reload=NEXT),
     Setting("graceful_timeout", ("--graceful-timeout",), _positive_float("graceful_timeout"), 30.0,
             "Seconds a stopping worker has to finish before SIGKILL.", metavar="S", on_reload=LIVE),
     Setting("boot_timeout", ("--boot-timeout",), _positive_float("boot_timeout", False), 30.0,
@@ -132,6 +160,14 @@ class RunConfig:
     env: Mapping[str, str]
     chdir: str | None
     preload: bool
+    interface: str
+    factory: bool
+    threads: int
+    keep_alive: float
+    access_log: bool
+    proxy_headers: bool
+    forwarded_allow_ips: str
+    root_path: str
     graceful_timeout: float
     boot_timeout: float
     timeout: float

@@ -57,6 +57,7 @@ class ForkServer:
         self.pidfd: int | None = None
         self.ready = False
         self.error: str | None = None
+        self.usage_error = False  # the target is no app pycluster can run (the error is one line)
         self.timeout = fork_timeout()
         self.stalled = False
         self.log: Callable[[str], None] = lambda line: None  # the master's log
@@ -111,6 +112,7 @@ class ForkServer:
             msg = {"error": f"the fork server sent {data[:80]!r}"}
         if "ready" not in msg:
             self.error = str(msg.get("error") or msg)
+            self.usage_error = bool(msg.get("usage"))
             return self.error
         self.ready = True
         return None

@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from ...errors import EXIT_USAGE
 from ...primary.spawn import credentials as spawn_credentials
 from ...primary.spawn import exec_refused
 from ..logs import LineSplitter, LogBook
@@ -41,7 +42,7 @@ class Host(Protocol):
     def slots(self) -> dict[int, Slot]: ...
     def worker_env(self) -> dict[str, str]: ...
     def spawn(self, slot: Slot) -> None: ...
-    def halt(self, failure: str) -> None: ...
+    def halt(self, failure: str, *, code: int = ...) -> None: ...
     def keep_task(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]: ...
 
 
@@ -78,7 +79,9 @@ class ForkServerKeeper:
         error = await server.wait_ready(host.cfg.boot_timeout)
         if error is not None:
             self.retire(server)
-            if host.state == "starting":
+            if host.state == "starting" and server.usage_error:
+                host.halt(error.removeprefix("pycluster: "), code=EXIT_USAGE)
+            elif host.state == "starting":
                 host.halt(f"{host.name}: the fork server could not load the app: {error}")
             return False
         host.logs.master(f"fork server (pid {server.pid}) loaded {host.cfg.app}")

@@ -15,8 +15,8 @@ import socket
 import sys
 from typing import Any
 
-from ...errors import WORKER_BOOT_ERROR
-from ...ipc.messages import ENV_PPID
+from ...errors import WORKER_BOOT_ERROR, WORKER_USAGE_ERROR
+from ...ipc.messages import ENV_PPID, ENV_SERVE
 from ._wire import ENV_FD, MAX_MESSAGE
 from ._wire import send as _send
 
@@ -40,12 +40,14 @@ def serve(target: str) -> int:
     real_stderr = sys.stderr
     sys.stderr = err  # load() reports an import failure on stderr: send it to the master instead
     try:
-        from ...child.entry import load
-        fn = load(target)
+        from ...child.entry import load, prepare
+        obj = load(target)
+        fn = None if obj is None else prepare(obj, target)  # detection, and --factory's call, happen once here
     except SystemExit as exc:
         sys.stderr = real_stderr
-        text = err.getvalue() or (str(exc.code) if exc.code not in (None, 0, 1) else "")
-        _send(sock, {"error": text.rstrip() or f"cannot load {target!r}"})
+        usage = exc.code == WORKER_USAGE_ERROR
+        text = err.getvalue() or (str(exc.code) if exc.code not in (None, 0, 1) and not usage else "")
+        _send(sock, {"error": text.rstrip() or f"cannot load {target!r}", "usage": usage})
         return 1
     finally:
         sys.stderr = real_stderr
@@ -137,6 +139,7 @@ def _become_worker(sock: socket.socket, fn: Any, target: str, master: int, fds: 
     _install_fds(fds, targets)
     os.environ.clear()
     os.environ.update(env)
+    os.environ.pop(ENV_SERVE, None)  # read by the fork server already (the app was prepared there)
     import pycluster
 
     from ...child import runtime as child
