@@ -263,13 +263,13 @@ def parse_wrk(text: str) -> dict:
 
 
 def run_wrk(port: int, duration: int, *, close: bool = False, script: str | None = None,
-            server: Server | None = None, midrun=None, conns: int = 64) -> dict:
-    """``wrk -t1 -c64 -d{duration}s --latency`` against 127.0.0.1:port.
+            server: Server | None = None, midrun=None, conns: int = 64, threads: int = 1) -> dict:
+    """``wrk -t{threads} -c64 -d{duration}s --latency`` against 127.0.0.1:port.
 
     With ``server``: its CPU seconds (master + workers) over the run, per
     request. ``midrun()`` is called once half-way through.
     """
-    argv = [WRK, "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
+    argv = [WRK, f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency"]
     if close:
         argv += ["-H", "Connection: close"]
     if script:
