@@ -1,6 +1,6 @@
 """Keep-alive reload errors per stack, pycluster beside gunicorn (issue 13, SPEC 7/8).
 
-    python tests/bench/bench_stacks.py [--quick] [--runs N] [--only ROWS] [--logs DIR]
+    python tests/bench/bench_stacks.py [--quick] [--runs N] [--only ROWS] [--stacks NAMES] [--logs DIR]
 
 ROWS (comma-separated, default all): ``self`` (stacks that run their own server
 under ``pycluster run selfrun:<stack> -w 4``, rr and none: uvicorn.run with its
@@ -240,6 +240,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="one short run per row")
     ap.add_argument("--runs", type=int, default=None, help="runs per reload row (default 1 quick, 3 otherwise)")
     ap.add_argument("--only", default="self,gunicorn,served,rps", help="rows: self,gunicorn,served,rps")
+    ap.add_argument("--stacks", default=None,
+                    help="only the rows whose stack name contains one of these (comma-separated, e.g. uvicorn,aiohttp)")
     ap.add_argument("--logs", default=None, help="keep every server's log in DIR (default: a temp dir, removed)")
     args = ap.parse_args()
     runs = args.runs or (1 if args.quick else 3)
@@ -256,7 +258,11 @@ def main() -> int:
     notes: list[str] = []
     table: list[tuple[str, ...]] = []
 
+    wanted = [w.strip().lower() for w in args.stacks.split(",")] if args.stacks else None
+
     def measure(group: str, stack: str, policy: str, make: Callable[[int], Launch], duration: int, conns: int) -> None:
+        if wanted is not None and not any(w in stack.lower() for w in wanted):
+            return
         res = []
         for i in range(runs):
             port = free_port()

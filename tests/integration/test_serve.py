@@ -65,6 +65,10 @@ APPS = """
     def make_wsgi():
         return wsgi
 
+    def run_uvicorn():
+        import uvicorn
+        uvicorn.run(asgi, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")
+
     NOT_AN_APP = 42
 
     def takes_one(request):
@@ -198,16 +202,19 @@ class KeptAlive:
         return resp.status, (resp.getheader("connection") or "").lower(), body
 
 
-@pytest.mark.parametrize("attr", SERVED)
+@pytest.mark.parametrize("attr", [*SERVED, "run_uvicorn"])
 @pytest.mark.parametrize("policy", ["rr", "none"])
 def test_a_draining_worker_answers_kept_alive_connections_with_connection_close(pyc, attr, policy):
     """Reload: an open keep-alive connection to an old worker gets its next
     answer from that worker, with ``Connection: close``, and a slow request in
-    flight on another connection completes; then the old worker exits."""
+    flight on another connection completes; then the old worker exits. The
+    same for ``uvicorn.run()`` called by the app (serve/selfrun.py): uvicorn's
+    own shutdown would close the idle connection at once."""
     port = unused_port()
     pyc.write("apps.py", APPS.format(version="v1"))
+    keep_alive = ("--keep-alive", "30") if attr in SERVED else ()
     master = pyc.start(f"apps:{attr}", "-w", "1", "-b", f"127.0.0.1:{port}", "--policy", policy,
-                       "--keep-alive", "30", "--graceful-timeout", "20")
+                       *keep_alive, "--graceful-timeout", "20", env={"PORT": port})
     assert master.wait_ready(timeout=15) == 1
     client = KeptAlive(port)
     status, connection, body = client.get()
@@ -219,6 +226,7 @@ def test_a_draining_worker_answers_kept_alive_connections_with_connection_close(
     pyc.write("apps.py", APPS.format(version="v2"))
     reload = pyc.cli_start("reload", "-n", "app")
     master.wait_line(r"ready \(generation 2\)", timeout=20)
+    master.wait_line(r"\[worker 1\] pycluster: draining", timeout=10)
     # The old worker is out of rotation but still has our connection open.
     assert not pid_gone(old)
     status, connection, body = client.get()

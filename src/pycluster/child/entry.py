@@ -77,6 +77,8 @@ def main() -> int:
         print("usage: python -m pycluster.child.entry TARGET [ARGS...]", file=sys.stderr)
         return 2
     target = sys.argv[1]
+    from pycluster.serve import selfrun
+    selfrun.install()  # uvicorn.run() by the app drains as a served app does
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     obj = load(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -30,6 +31,8 @@ class Drain:
             return
         self.active = True
         self.started = time.monotonic()
+        # os.write: this may run in a signal handler, while the main thread holds stderr's buffer
+        os.write(2, b"pycluster: draining: accepting no new connection; open ones end with Connection: close\n")
         self.event.set()
         for callback in self._callbacks:
             callback()

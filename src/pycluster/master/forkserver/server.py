@@ -41,6 +41,8 @@ def serve(target: str) -> int:
     sys.stderr = err  # load() reports an import failure on stderr: send it to the master instead
     try:
         from ...child.entry import load, prepare
+        from ...serve import selfrun
+        selfrun.install()  # uvicorn.run() by the app drains as a served app does
         obj = load(target)
         fn = None if obj is None else prepare(obj, target)  # detection, and --factory's call, happen once here
     except SystemExit as exc:
