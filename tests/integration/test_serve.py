@@ -69,6 +69,24 @@ APPS = """
         import uvicorn
         uvicorn.run(asgi, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")
 
+    def run_hypercorn():
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+        config = Config()
+        config.bind = ["127.0.0.1:" + os.environ["PORT"]]
+        asyncio.run(serve(asgi, config))
+
+    def run_aiohttp():
+        from aiohttp import web
+
+        async def handle(request):
+            if request.path == "/slow":
+                await asyncio.sleep(1.5)
+            return web.json_response({{"pid": os.getpid(), "version": VERSION, "path": request.path}})
+        app = web.Application()
+        app.router.add_get("/{{tail:.*}}", handle)
+        web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None)
+
     NOT_AN_APP = 42
 
     def takes_one(request):
@@ -93,25 +111,6 @@ def get(port: int, path: str = "/", headers: dict | None = None) -> tuple[int, d
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(resp.read())
     finally:
         conn.close()
-
-
-@pytest.mark.parametrize("attr", SERVED)
-@pytest.mark.parametrize("policy", ["rr", "none"])
-def test_a_served_app_spreads_over_the_workers(pyc, attr, policy):
-    port = unused_port()
-    pyc.write("apps.py", APPS.format(version="v1"))
-    master = pyc.start(f"apps:{attr}", "-w", "2", "-b", f"127.0.0.1:{port}", "--policy", policy,
-                       "--graceful-timeout", "5")
-    assert master.wait_ready(timeout=15) == 2
-    seen = set()
-
-    def both() -> bool:
-        status, _headers, body = get(port)
-        assert status == 200 and body["version"] == "v1"
-        seen.add(body["pid"])
-        return len(seen) == 2
-    wait_until(both, 10, "both workers answering", lambda: repr(seen))
-    stop_and_check(pyc, master)
 
 
 @pytest.mark.parametrize("attr", SERVED)
@@ -202,14 +201,16 @@ class KeptAlive:
         return resp.status, (resp.getheader("connection") or "").lower(), body
 
 
-@pytest.mark.parametrize("attr", [*SERVED, "run_uvicorn"])
+@pytest.mark.parametrize("attr", [*SERVED, "run_uvicorn", "run_hypercorn", "run_aiohttp"])
 @pytest.mark.parametrize("policy", ["rr", "none"])
 def test_a_draining_worker_answers_kept_alive_connections_with_connection_close(pyc, attr, policy):
     """Reload: an open keep-alive connection to an old worker gets its next
     answer from that worker, with ``Connection: close``, and a slow request in
     flight on another connection completes; then the old worker exits. The
-    same for ``uvicorn.run()`` called by the app (serve/selfrun.py): uvicorn's
-    own shutdown would close the idle connection at once."""
+    same for ``uvicorn.run()``, hypercorn's ``serve()`` and aiohttp's ``run_app`` called by the app
+    (serve/selfrun.py): their own shutdown would close the idle connection at once."""
+    if attr in ("run_hypercorn", "run_aiohttp"):
+        pytest.importorskip(attr.removeprefix("run_"))
     port = unused_port()
     pyc.write("apps.py", APPS.format(version="v1"))
     keep_alive = ("--keep-alive", "30") if attr in SERVED else ()
