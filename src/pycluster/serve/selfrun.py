@@ -97,8 +97,7 @@ def _patch_hypercorn(module: ModuleType) -> None:
         drain = Drain()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)  # SIGINT stays ignored, as in every worker
 
         async def trigger() -> None:
             await stop.wait()
@@ -113,7 +112,7 @@ def _patch_hypercorn(module: ModuleType) -> None:
                               mode="asgi")
 
     serve._pycluster_drains = True  # type: ignore[attr-defined]
-    module.serve = serve
+    setattr(module, "serve", serve)
 
 
 def _patch(module: ModuleType) -> None:
