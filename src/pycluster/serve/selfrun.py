@@ -112,7 +112,7 @@ def _patch_hypercorn(module: ModuleType) -> None:
                               mode="asgi")
 
     serve._pycluster_drains = True  # type: ignore[attr-defined]
-    setattr(module, "serve", serve)
+    module.serve = serve  # type: ignore[attr-defined]
 
 
 def _patch(module: ModuleType) -> None:
