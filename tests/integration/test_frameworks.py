@@ -4,7 +4,7 @@
 Served apps (``pycluster run main:app``: FastAPI, Flask, Django WSGI and ASGI)
 and self-run stacks (``module:main`` that calls aiohttp's ``web.run_app``,
 tornado, hypercorn, Flask's ``app.run``, ``uvicorn.run`` with its default
-loop). Each case starts 2 workers, sees both answer, optionally reloads to new
+loop, Django's ``runserver --noreload``). Each case starts 2 workers, sees both answer, optionally reloads to new
 code, then stops with two slow requests in flight, which must both be answered
 in full, and leaves no process behind.
 
@@ -248,6 +248,15 @@ def _stack(name: str, text: str, target: str, needs: tuple[str, ...]) -> Stack:
     return Stack({name: text}, target, needs)
 
 
+# Django's development server, as `python manage.py runserver --noreload` runs it (no autoreloader:
+# pycluster's reload replaces the workers).
+DJANGO_RUNSERVER = {**DJANGO_FILES, "manage_run.py": COMMON + """
+def main():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+    from django.core.management import execute_from_command_line
+    execute_from_command_line(["manage.py", "runserver", "--noreload", f"127.0.0.1:{PORT}"])
+"""}
+
 SERVED = {  # served by pycluster (SPEC 8)
     "fastapi": _stack("main.py", FASTAPI_APP, "main:app", ("fastapi", "uvicorn")),
     "flask": _stack("app.py", FLASK_APP, "app:app", ("flask", "cheroot")),
@@ -260,6 +269,7 @@ SELF_RUN = {  # running their own server
     "aiohttp": _stack("aioapp.py", AIOHTTP_APP, "aioapp:main", ("aiohttp",)),
     "tornado": _stack("tornadoapp.py", TORNADO_APP, "tornadoapp:main", ("tornado",)),
     "hypercorn": _stack("hyperapp.py", HYPERCORN_APP, "hyperapp:main", ("hypercorn",)),
+    "django-runserver": Stack(DJANGO_RUNSERVER, "manage_run:main", ("django",)),
 }
 STACKS = {**SERVED, **SELF_RUN}
 
@@ -273,6 +283,7 @@ RELOAD = {
     ("django-wsgi", "rr"): "load", ("django-asgi", "preload"): "load",
     ("uvicorn.run", "none"): "plain", ("flask-app.run", "preload"): "plain",
     ("aiohttp", "rr"): "plain", ("tornado", "none"): "plain", ("hypercorn", "preload"): "plain",
+    ("django-runserver", "rr"): "plain",
 }
 
 
