@@ -409,13 +409,37 @@ class ThreadedLoad:
             thread.join(timeout=10)
 
 
-def http_get(port: int, timeout: float = 3.0) -> tuple[int, dict, bytes]:
-    """GET / on 127.0.0.1:port -> (status, headers, body)."""
+def http_get(port: int, timeout: float = 3.0, path: str = "/") -> tuple[int, dict, bytes]:
+    """GET ``path`` on 127.0.0.1:port -> (status, headers, body)."""
     import http.client
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", "/", headers={"Connection": "close"})
+        conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
+
+
+class InFlight:
+    """``n`` slow GETs of ``path`` (each taking about ``seconds``), each on its own
+    connection, started in threads; ``join()`` -> (status, body) or the exception, each."""
+
+    def __init__(self, port: int, n: int, seconds: float, path: str = "/"):
+        self.seconds = seconds
+        self.results: list[tuple[int, bytes] | BaseException] = []
+        self.threads = [threading.Thread(target=self._get, args=(port, path), daemon=True) for _ in range(n)]
+        for thread in self.threads:
+            thread.start()
+
+    def _get(self, port: int, path: str) -> None:
+        try:
+            status, _headers, body = http_get(port, timeout=self.seconds + 10, path=path)
+            self.results.append((status, body))
+        except BaseException as exc:  # noqa: BLE001 - every failure is a result
+            self.results.append(exc)
+
+    def join(self) -> list[tuple[int, bytes] | BaseException]:
+        for thread in self.threads:
+            thread.join(timeout=self.seconds + 15)
+        return self.results

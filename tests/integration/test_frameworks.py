@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from cli_support import group_pids, pid_gone, pyc, unused_port, wait_until  # noqa: F401  (pyc: fixture)
+from cli_support import InFlight, ThreadedLoad, group_pids, pid_gone, pyc, unused_port, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -322,20 +322,18 @@ def spread(port: int, version: str, master, timeout: float = 10.0) -> set[int]:
     return set(seen)
 
 
-class KeepAliveLoad:
+class KeepAliveLoad(ThreadedLoad):
     """``threads`` clients, each GETting / in a loop on one HTTP/1.1 connection; when the
     server answers Connection: close, the next request opens a new one. Any exception or
     any answer that is not a 200 with the app's JSON counts as a failure (no retry)."""
 
     def __init__(self, port: int, threads: int = LOAD_THREADS):
+        super().__init__(threads)
         self.port = port
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
         self.ok = 0
         self.reconnects = 0
         self.versions: dict[str, int] = {}
         self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
@@ -363,16 +361,6 @@ class KeepAliveLoad:
         finally:
             conn.close()
 
-    def __enter__(self) -> KeepAliveLoad:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
-
     def count(self) -> int:
         with self.lock:
             return self.ok
@@ -381,27 +369,6 @@ class KeepAliveLoad:
         with self.lock:
             return (f"{self.ok} ok, {len(self.failures)} failed, {self.reconnects} Connection: close, "
                     f"versions {self.versions}; first failures {self.failures[:5]}")
-
-
-class InFlight:
-    """``n`` GET /slow, each on its own connection, started in threads."""
-
-    def __init__(self, port: int, n: int):
-        self.results: list[tuple[int, bytes] | BaseException] = []
-        self.threads = [threading.Thread(target=self._get, args=(port,), daemon=True) for _ in range(n)]
-        for thread in self.threads:
-            thread.start()
-
-    def _get(self, port: int) -> None:
-        try:
-            self.results.append(get(port, "/slow", timeout=SLOW + 10))
-        except BaseException as exc:  # noqa: BLE001
-            self.results.append(exc)
-
-    def join(self) -> list[tuple[int, bytes] | BaseException]:
-        for thread in self.threads:
-            thread.join(timeout=SLOW + 15)
-        return self.results
 
 
 # -- the matrix --------------------------------------------------------------------------------------
@@ -453,7 +420,7 @@ def test_framework(pyc, name, mode):
     def count() -> int:
         return sum(line.count(STARTED) for line in list(master.stdout))
 
-    requests = InFlight(port, 2)
+    requests = InFlight(port, 2, SLOW, "/slow")
     wait_until(lambda: count() >= 2, 10, "2 slow requests in the app's handler", master.output)
     stop = pyc.cli("stop", "-n", "app", timeout=30)
     assert stop.returncode == 0, stop.stdout + stop.stderr + master.output()

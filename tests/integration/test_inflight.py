@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from cli_support import group_pids, http_get, pid_gone, pyc, wait_until  # noqa: F401
+from cli_support import InFlight, group_pids, http_get, pid_gone, pyc, wait_until  # noqa: F401
 
 pytest.importorskip("flask")
 
@@ -46,28 +46,6 @@ FLASK_APP = r"""
 """
 
 
-class InFlight:
-    """``n`` slow GETs, each on its own connection, started in threads."""
-
-    def __init__(self, port: int, n: int):
-        self.results: list[tuple[int, bytes] | BaseException] = []
-        self.threads = [threading.Thread(target=self._get, args=(port,), daemon=True) for _ in range(n)]
-        for thread in self.threads:
-            thread.start()
-
-    def _get(self, port: int) -> None:
-        try:
-            status, _headers, body = http_get(port, timeout=SLOW + 10)
-            self.results.append((status, body))
-        except BaseException as exc:  # noqa: BLE001
-            self.results.append(exc)
-
-    def join(self) -> list[tuple[int, bytes] | BaseException]:
-        for thread in self.threads:
-            thread.join(timeout=SLOW + 15)
-        return self.results
-
-
 def _start(pyc, port: int, *args: str):
     pyc.write("flaskapp.py", FLASK_APP)
     master = pyc.start("flaskapp:main", "-w", "2", *args, env={"PORT": port, "SLOW": SLOW})
@@ -80,7 +58,7 @@ def _four_in_flight(master, port: int) -> InFlight:
         return sum(line.count("request started") for line in list(master.stdout))
 
     started = count()
-    requests = InFlight(port, 4)
+    requests = InFlight(port, 4, SLOW)
     wait_until(lambda: count() >= started + 4, 10,
                "4 requests in the app's handler", master.output)
     return requests
