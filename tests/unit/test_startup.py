@@ -17,7 +17,9 @@ def test_startup_writes_a_notify_unit_for_the_run_arguments(tmp_path, monkeypatc
     assert "Type=notify" in unit
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
     assert "TimeoutStopSec=35" in unit  # graceful_timeout 30 + margin
-    assert "Description=pycluster app" in unit  # named after the target, not after "4"
+    assert "Description=pycluster app (app:main)\n" in unit  # named after the target, not after "4"
+    assert "TimeoutStartSec=40" in unit  # boot_timeout 30 + margin
+    assert "RestartPreventExitStatus=2" in unit  # a usage or config error: no restart loop
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_start.endswith("run -w 4 app:main -b :8000")
 
@@ -43,7 +45,7 @@ def test_startup_reads_the_target_after_options_with_the_run_parser(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "-b", "127.0.0.1:8000", "app:main"])
     assert result.exit_code == 0, result.output
-    assert "Description=pycluster app\n" in result.output  # not "127" (an address is no target)
+    assert "Description=pycluster app (app:main)\n" in result.output  # not "127" (an address is no target)
     exec_start = next(line for line in result.output.splitlines() if line.startswith("ExecStart="))
     assert exec_start.endswith("run -b 127.0.0.1:8000 app:main")
 
@@ -53,11 +55,31 @@ def test_startup_takes_name_timeout_and_config_file_from_the_run_arguments(tmp_p
     (tmp_path / "other.toml").write_text('app = "pkg.web:main"\ngraceful_timeout = 12\n')
     result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "-c", "other.toml", "--policy", "none"])
     assert result.exit_code == 0, result.output
-    assert "Description=pycluster web\n" in result.output and "TimeoutStopSec=17" in result.output
+    assert "Description=pycluster web (pkg.web:main)\n" in result.output and "TimeoutStopSec=17" in result.output
     result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "--graceful-timeout", "20", "-n", "api",
                                        "srv.py"])
     assert result.exit_code == 0, result.output
-    assert "Description=pycluster api\n" in result.output and "TimeoutStopSec=25" in result.output
+    assert "Description=pycluster api (srv.py)\n" in result.output and "TimeoutStopSec=25" in result.output
+
+
+def test_startup_derives_both_timeouts_from_the_run_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "app:main", "--graceful-timeout", "120",
+                                       "--boot-timeout", "60.5"])
+    assert result.exit_code == 0, result.output
+    assert "TimeoutStopSec=125\n" in result.output and "TimeoutStartSec=71\n" in result.output
+    # --preload: the fork server, then the workers, each have boot_timeout to get ready
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "app:main", "--preload", "--boot-timeout", "20"])
+    assert result.exit_code == 0, result.output
+    assert "TimeoutStartSec=50\n" in result.output and "TimeoutStopSec=35\n" in result.output
+
+
+def test_startup_escapes_systemd_specifiers_and_variables(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["startup", "-o", "-", "--", "app:main", "--env", "A=50%$HOME\\n"])
+    assert result.exit_code == 0, result.output
+    exec_start = next(line for line in result.output.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith("run app:main --env 'A=50%%$$HOME\\\\n'")
 
 
 def test_startup_refuses_run_arguments_that_run_would_refuse(tmp_path, monkeypatch):

@@ -196,7 +196,7 @@ def startup_cmd(user_unit, output, run_args) -> None:
     except config.ConfigError as exc:
         click.echo(f"pycluster: {exc}", err=True)
         sys.exit(2)
-    text = render(args, user_unit=user_unit, name=name, graceful_timeout=cfg.graceful_timeout)
+    text = render(args, cfg, user_unit=user_unit, name=name)
     if output == "-":
         click.echo(text, nl=False)
         return
