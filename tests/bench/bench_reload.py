@@ -49,7 +49,7 @@ def one_run(policy: str, workers: int, duration: int, close: bool = False) -> di
                             env=e, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
-        while not re.search(r"ready: \d+ workers", open(log.name).read()):
+        while not re.search(r"ready: \d+ workers?\b", open(log.name).read()):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the master did not become ready:\n{open(log.name).read()[-2000:]}")
             time.sleep(0.02)

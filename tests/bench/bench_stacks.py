@@ -168,7 +168,7 @@ def pycluster_launch(target: str, workers: int, port: int, policy: str, preload:
     name = f"s{port}"
     argv = [PY, "-m", "pycluster.cli", "run", target, "-w", str(workers), "-b", f"{HOST}:{port}",
             "--policy", policy, "-n", name] + (["--preload"] if preload else [])
-    return Launch(argv, rf"ready: {workers} workers", 1, "pycluster", name)
+    return Launch(argv, rf"ready: {workers} workers?\b", 1, "pycluster", name)
 
 
 def gunicorn_no_ctl() -> list[str]:

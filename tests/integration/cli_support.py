@@ -38,7 +38,7 @@ if importlib.util.find_spec("pycluster.cli.__main__") is not None:
 else:  # `python -m pycluster.cli` needs a pycluster/cli/__main__.py; the entry point is the same function
     CLI = [sys.executable, "-c", "import sys; from pycluster.cli import main; sys.exit(main(prog_name='pycluster'))"]
 
-READY = re.compile(r"ready: (\d+) workers")
+READY = re.compile(r"ready: (\d+) workers?\b")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, details: Callable[[], str] = str) -> Any:

@@ -67,7 +67,7 @@ def test_failed_reopen_is_logged_and_the_writer_keeps_going(pyc):
     logdir.mkdir()
     log = logdir / "app.log"
     master = pyc.start("idle_app:main", "-w", "1", "--log-file", log)
-    wait_until(lambda: "ready: 1 workers" in (log.read_text() if log.exists() else ""), 15,
+    wait_until(lambda: "ready: 1 worker," in (log.read_text() if log.exists() else ""), 15,
                "the ready line in the log file", master.output)
 
     moved = pyc.dir / "logs.moved"
@@ -88,7 +88,7 @@ def test_failed_reopen_is_logged_and_the_writer_keeps_going(pyc):
     os.kill(master.pid, signal.SIGUSR1)
     wait_until(log.exists, 10, "the log file reopened at its path", master.output)
     assert master.request({"cmd": "scale", "workers": 1})["ok"]
-    wait_until(lambda: "scale: 2 -> 1 workers" in log.read_text(), 10,
+    wait_until(lambda: "scale: 2 -> 1 worker\n" in log.read_text(), 10,
                "a line in the reopened file", master.output)
 
 

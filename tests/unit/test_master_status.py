@@ -63,9 +63,9 @@ def test_status_renders_the_spec_shape():
         "listeners": [{"address": "127.0.0.1", "port": 8000, "address_type": 4},
                       {"address": "/run/a.sock", "port": None, "address_type": -1}]}
     assert result["workers"] == [  # by slot
-        {"id": 1, "pid": 124, "generation": 1, "state": "listening", "uptime_s": 12.3, "restarts": 0,
+        {"id": 1, "pid": 124, "generation": 1, "state": "listening", "ready": True, "uptime_s": 12.3, "restarts": 0,
          "connections": 5012, "cpu_percent": 3.0, "rss_bytes": 21_000_000, "last_exit": None, "warning": None},
-        {"id": 2, "pid": 125, "generation": 2, "state": "crash-looping", "uptime_s": 1.0, "restarts": 1,
+        {"id": 2, "pid": 125, "generation": 2, "state": "crash-looping", "ready": False, "uptime_s": 1.0, "restarts": 1,
          "connections": None, "cpu_percent": None, "rss_bytes": None, "last_exit": last, "warning": None},
     ]
 
@@ -73,7 +73,7 @@ def test_status_renders_the_spec_shape():
 def test_an_empty_slot_shows_no_process():
     master = fake_master([slot(1, None, restarts=3, fails=3, retry=object())])
     (entry,) = render(master, [])["workers"]
-    assert entry == {"id": None, "pid": None, "generation": 0, "state": "crash-looping", "uptime_s": 0.0,
+    assert entry == {"id": None, "pid": None, "generation": 0, "state": "crash-looping", "ready": False, "uptime_s": 0.0,
                      "restarts": 3, "connections": None, "cpu_percent": None, "rss_bytes": None,
                      "last_exit": None, "warning": None}
 

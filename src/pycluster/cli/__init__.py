@@ -12,7 +12,8 @@ import click
 from .. import __version__
 from ..control import client
 from ..control.commands import logs, reload, scale, status, stop
-from ..errors import ControlError
+from ..core.common import plural
+from ..errors import EXIT_NO_MASTER, EXIT_USAGE, ControlError
 from ..master.config import SETTINGS, RunConfig, Setting
 
 
@@ -71,17 +72,23 @@ def _failed(exc: ControlError) -> NoReturn:
 
 @main.command("status", help=status.HELP)
 @_control_options
-@click.option("--json", "as_json", is_flag=True, help="Print the status JSON (SPEC section 5).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the status as one JSON object (the README's control protocol section).")
 @click.option("--watch", is_flag=True, help="Live view (same as `pycluster top`).")
-def status_cmd(name, control, as_json, watch) -> None:
+@click.option("--check", "health", is_flag=True,
+              help="Health check: exit 0 when every wanted worker is ready, else 1 (3: no master); one line.")
+def status_cmd(name, control, as_json, watch, health) -> None:
     try:
         path = client.find(name, control)
         if watch:
-            from ..tui import watch as live
-            sys.exit(live(path))
+            sys.exit(_top(path))
         result = status.fetch(path)
     except ControlError as exc:
         _failed(exc)
+    if health:
+        code, line = status.check(result)
+        click.echo(line if code == 0 else f"pycluster: {line}", err=code != 0)
+        sys.exit(code)
     if as_json:
         status.print_json(result, _echo)
         return
@@ -89,16 +96,24 @@ def status_cmd(name, control, as_json, watch) -> None:
     print_status(result)
 
 
+def _top(path: str) -> int:
+    """The live view on a terminal; off one (a pipe, a file, cron), one status snapshot."""
+    if not sys.stdout.isatty():
+        from ..tui import print_status
+        print_status(status.fetch(path))
+        return 0
+    from ..tui import watch as live
+    return live(path)
+
+
 @main.command("top")
 @_control_options
 def top_cmd(name, control) -> None:
-    """Live view of the cluster (status --watch)."""
+    """Live view of the cluster (status --watch); with stdout not a terminal, one status table and exit."""
     try:
-        path = client.find(name, control)
+        sys.exit(_top(client.find(name, control)))
     except ControlError as exc:
         _failed(exc)
-    from ..tui import watch as live
-    sys.exit(live(path))
 
 
 @main.command("stop", help=stop.HELP)
@@ -146,6 +161,11 @@ def logs_cmd(name, control, follow, lines) -> None:
     try:
         logs.client(client.find(name, control), _echo, lines=lines, follow=follow)
     except ControlError as exc:
+        if exc.exit_code == EXIT_NO_MASTER and name and name.isdigit() and control is None:
+            # `logs -n 5`, the tail habit: -n names the master in every verb.
+            click.echo(f"pycluster: no master named {name!r} (-n is the master's name); "
+                       f"for the last {name} lines: pycluster logs --lines {name}", err=True)
+            sys.exit(EXIT_USAGE)
         _failed(exc)
 
 
@@ -155,7 +175,7 @@ def list_cmd(as_json) -> None:
     """List the masters running for this user."""
     from ..control import paths
     from ..control.client import NoMaster, UntrustedSocket, request
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in paths.candidates():
         try:
             reply = request(path, status.request(), timeout=2.0)
@@ -174,7 +194,8 @@ def list_cmd(as_json) -> None:
         click.echo("no pycluster master is running")
         return
     for row in rows:
-        click.echo(f"{row['name']}\tpid {row['pid']}\t{row['state']}\t{row['workers']} workers\t{row['target']}")
+        workers = plural(row["workers"], "worker")
+        click.echo(f"{row['name']}\tpid {row['pid']}\t{row['state']}\t{workers}\t{row['target']}")
 
 
 @main.command("startup", context_settings={"ignore_unknown_options": True})

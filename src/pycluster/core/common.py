@@ -16,6 +16,11 @@ POLICY_NAMES = {SCHED_NONE: "none", SCHED_RR: "rr", SCHED_REUSEPORT: "reuseport"
 POLICY_BY_NAME = {v: k for k, v in POLICY_NAMES.items()}
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 worker``, ``2 workers``, ``0 workers``: a count and its noun in agreement."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def signal_number(sig: int | str | None) -> int:
     if sig is None:
         return int(_signal.SIGTERM)

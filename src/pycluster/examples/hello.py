@@ -172,7 +172,7 @@ def _script(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", "-p", type=int, default=8000)
     args = parser.parse_args(argv)
     if cluster.is_primary:
-        print(f"primary {os.getpid()}: starting {args.workers} workers on "
+        print(f"primary {os.getpid()}: starting {args.workers} worker{'' if args.workers == 1 else 's'} on "
               f"http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
         cluster.on("listening", lambda worker, address:
                    print(f"worker {worker.id} (pid {worker.pid}) listening on {address.address}:{address.port}",

@@ -131,14 +131,18 @@ class Arbiter:
         self._maybe_finished()  # stopped before the loop existed (a worker that could not be started)
         control = self.control = ControlServer(self, self.control_path)
         await control.start()
+        code: int | None = None
         try:
             with captured_signals(loop, SIGNALS, self._signal) as on_sigchld:
-                return await self._serve(done, on_sigchld)
+                code = await self._serve(done, on_sigchld)
+            return code
         finally:
             self.heartbeats.cancel()
             self.memory.cancel()
             self.forkservers.close()
             await control.close()
+            if code is not None:  # the last line: nothing of the cluster is left, the socket is gone
+                self.logs.master(f"{self.name}: stopped (exit {code})")
             self.logs.close()
 
     async def _serve(self, done: asyncio.Future[int], on_sigchld: SigchldSetter) -> int:

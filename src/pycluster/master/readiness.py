@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any, Protocol
 
+from ..core.common import plural
 from .slots import Slot
 
 
@@ -63,4 +64,4 @@ def format_listener(address: Any) -> str:
 def ready_summary(name: str, workers: int, policy: str, addresses: Iterable[Any], pid: int) -> str:
     """The line the master logs once the first generation is ready."""
     listen = ", ".join(format_listener(a) for a in addresses) or "no listeners"
-    return f"{name} ready: {workers} workers, policy {policy}, {listen} (master pid {pid})"
+    return f"{name} ready: {plural(workers, 'worker')}, policy {policy}, {listen} (master pid {pid})"

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import pycluster as cluster
 
 from ..control.protocol import RequestError
+from ..core.common import plural
 from ..errors import SettingsError
 from ..primary.engine import PrimaryWorker
 from ..primary.spawn import credentials
@@ -228,7 +229,7 @@ class RollingReload:
             host.generation = generation
             ok = True
             self._scale()
-            host.logs.master(f"reload complete: generation {generation}, {self._replaced} workers replaced"
+            host.logs.master(f"reload complete: generation {generation}, {plural(self._replaced, 'worker')} replaced"
                              f" in {time.monotonic() - self._started:.2f}s")
             return self._result(True, "reloaded")
         finally:

@@ -80,6 +80,7 @@ def _worker(slot: Slot, listeners: list[Listener], sample: Sampler, mono: float,
     return {
         "id": worker.id if worker is not None else None, "pid": pid,
         "generation": slot.generation, "state": slot_state(slot),
+        "ready": worker is not None and slot.ready,
         "uptime_s": round(mono - slot.started, 3) if worker is not None else 0.0,
         "restarts": slot.restarts, "connections": conns, "cpu_percent": cpu, "rss_bytes": rss,
         "last_exit": slot.last_exit, "warning": memory_warning(slot, max_memory),

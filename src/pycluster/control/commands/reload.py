@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ...core.common import plural
 from ...errors import EXIT_FAILED, EXIT_OK
 from .. import protocol
 from ..client import Echo, call
@@ -93,7 +94,8 @@ def follow(replies: Iterable[dict[str, Any]], on_progress: Callable[[dict[str, A
         progress = result.get("progress")
         if not progress:
             notes = "".join(f"\nnote: {note}" for note in result.get("notes") or ())
-            return EXIT_OK, (f"reloaded: generation {result.get('generation')}, {result.get('replaced')} workers"
+            replaced = plural(result.get("replaced") or 0, "worker")
+            return EXIT_OK, (f"reloaded: generation {result.get('generation')}, {replaced}"
                              f" in {result.get('seconds')}s{notes}")
         on_progress(progress)
     return EXIT_FAILED, "pycluster: the master closed the connection during the reload"

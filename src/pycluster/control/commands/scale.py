@@ -1,14 +1,23 @@
-"""scale: ``{"workers": N}`` or ``{"delta": +-N}``."""
+"""scale: ``{"workers": N}`` or ``{"delta": +-N}``.
+
+``scale 0`` is allowed and pauses the cluster (``kubectl scale --replicas=0``):
+the master keeps its listeners and control socket and serves nothing until
+scaled up. ``run -w 0`` is refused: a first generation of no worker could
+never become ready. A relative count that would leave the range is refused
+with the arithmetic, never clamped.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ...core.common import plural
 from ...errors import EXIT_USAGE, ControlError
 from ..protocol import RequestError
 
 NAME = "scale"
-HELP = "Set the number of workers: N, or +N / -N relative to now."
+HELP = ("Set the number of workers: N, or +N / -N relative to now. `scale 0` pauses the cluster "
+        "(listeners kept, nothing served) until scaled up again.")
 MAX_WORKERS = 4096
 
 
@@ -30,10 +39,16 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
 async def run(arbiter: Any, params: dict[str, Any], writer: Any) -> dict[str, Any]:
     if arbiter.state == "stopping":
         raise RequestError("stopping", "the cluster is stopping")
-    target = params["workers"] if params["workers"] is not None else arbiter.wanted + params["delta"]
     before = arbiter.wanted
+    target = params["workers"] if params["workers"] is not None else before + params["delta"]
+    if not 0 <= target <= MAX_WORKERS:
+        delta = params["delta"]
+        limit = "the least is 0 (`pycluster scale 0` pauses the cluster, `pycluster stop` stops it)" \
+            if target < 0 else f"the most is {MAX_WORKERS}"
+        raise RequestError("bad_request", f"{delta:+d} would leave {before} {'-' if delta < 0 else '+'} "
+                                          f"{abs(delta)} = {target} workers; {limit}")
     after = arbiter.scale(target)
-    arbiter.logs.master(f"scale: {before} -> {after} workers")
+    arbiter.logs.master(f"scale: {before} -> {plural(after, 'worker')}{' (paused)' if after == 0 else ''}")
     return {"workers_wanted": after, "was": before}
 
 
@@ -49,5 +64,6 @@ def request(count: str) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> str:
-    return f"workers: {result['was']} -> {result['workers_wanted']}"
+    paused = " (paused: no worker runs until you scale up)" if result["workers_wanted"] == 0 else ""
+    return f"workers: {result['was']} -> {result['workers_wanted']}{paused}"
 

@@ -7,6 +7,8 @@ import socket
 import time
 from typing import Any
 
+from ...core.common import plural
+
 SD_LISTEN_FDS_START = 3
 
 
@@ -66,7 +68,8 @@ class Notifier:
     def ready(self, arbiter: Any) -> None:
         self._hook(arbiter)
         n = sum(1 for s in arbiter.slots.values() if s.ready)
-        self.send("READY=1", f"STATUS=generation {arbiter.generation}: {n} workers ready", f"MAINPID={os.getpid()}")
+        self.send("READY=1", f"STATUS=generation {arbiter.generation}: {plural(n, 'worker')} ready",
+                  f"MAINPID={os.getpid()}")
         if self.watchdog and not getattr(self, "_beating", False):
             self._beating = True
             self._beat(arbiter)
