@@ -402,7 +402,7 @@ def test_after_the_catalogue_the_master_is_unharmed(master):
 # A wrong-typed value (TOML syntax) for every setting.
 WRONG_TYPE = {
     "app": "5", "workers": "2.5", "bind": "8080", "policy": "1", "name": "5", "env": '"API=1"',
-    "chdir": "5", "preload": '"maybe"', "graceful_timeout": "[30]", "boot_timeout": '"soon"',
+    "chdir": "5", "preload": '"maybe"', "graceful_timeout": "[30]", "boot_timeout": '"soon"', "reload_batch": "2.5",
     "timeout": "true", "max_memory": "true", "restart_delay": "{}", "max_restart_delay": '"later"',
     "min_uptime": "[1]", "user": "1.5", "group": "[]", "daemon": "1", "pidfile": "5", "log_file": "true",
     "control": "[]", "interface": "1", "factory": '"maybe"', "threads": "2.5", "keep_alive": '"long"',
@@ -412,7 +412,7 @@ WRONG_TYPE = {
 OUT_OF_RANGE = {
     "workers": ["0", "4097", "-3"], "bind": ['"127.0.0.1:70000"', '"nowhere"'], "policy": ['"fifo"'],
     "name": ['""', '".hidden"', f'"{"x" * 65}"', '"a/b"'], "env": ["{ A = [1] }"], "app": ['""'],
-    "graceful_timeout": ["-1", "1e12"], "boot_timeout": ["0", "-5"], "timeout": ["-1", "nan"],
+    "graceful_timeout": ["-1", "1e12"], "boot_timeout": ["0", "-5"], "reload_batch": ["0", "4097", '"all"'], "timeout": ["-1", "nan"],
     "max_memory": ["0", "-1", '"0.1"', '"12Q"'], "restart_delay": ["-0.5", "inf"], "max_restart_delay": ["-1"],
     "min_uptime": ["-1"], "user": ["-1", '"no-such-user-pyc"', "4294967296"],
     "group": ["-1", '"no-such-group-pyc"', "4294967296"], "chdir": ['"/nonexistent/pycluster-test"'],

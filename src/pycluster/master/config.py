@@ -111,6 +111,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds a stopping worker has to finish before SIGKILL.", metavar="S", on_reload=LIVE),
     Setting("boot_timeout", ("--boot-timeout",), _positive_float("boot_timeout", False), 30.0,
             "Seconds a new worker has to become ready.", metavar="S", on_reload=LIVE),
+    Setting("reload_batch", ("--reload-batch",), _workers, "auto",
+            "New workers a reload boots at once, each replacing an old one as soon as it is ready;"
+            " 'auto': the whole generation under --preload, else the CPUs this process may run on.",
+            metavar="N|auto", on_reload=LIVE),
     Setting("timeout", ("--timeout",), _positive_float("timeout"), 0.0,
             "Heartbeat timeout in seconds: a silent worker is aborted and replaced (0: off).",
             metavar="S", on_reload=LIVE),
@@ -170,6 +174,7 @@ class RunConfig:
     root_path: str
     graceful_timeout: float
     boot_timeout: float
+    reload_batch: int | str  # a number, or "auto" (reload.batch_size)
     timeout: float
     max_memory: int | None
     restart_delay: float

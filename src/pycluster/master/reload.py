@@ -1,11 +1,15 @@
 """Rolling reload (nginx semantics): boot the new code first, keep the old
 generation serving if anything fails.
 
-For each slot, one at a time: fork a replacement (freshly imported code),
-wait until it is ready (``boot_timeout``), take the old worker out of
-rotation and stop it gracefully. A replacement that dies or times out
-aborts the reload: it is killed, the old workers keep serving, and the
-caller gets the replacement's stderr tail. One reload at a time.
+Up to ``reload_batch`` replacements (freshly imported code) boot at once
+(Kubernetes' maxSurge: workers above the wanted count); each one that is
+ready (``boot_timeout``) takes over a slot of the old generation at once,
+whose worker leaves rotation and stops gracefully, and the next replacement
+starts. So no old worker leaves before a new one is ready to take its
+place: capacity never drops. A replacement that dies or times out aborts
+the reload: it and the replacements still booting are killed, the old
+workers keep serving, and the caller gets the failed one's stderr tail. One
+reload at a time.
 
 The reload is a task the master owns, not part of the control request that
 asked for it: a ``reload --wait`` client that hangs up (or is cut off) stops
@@ -17,6 +21,7 @@ of the wire: it reports progress through a callback and ends with a
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, MutableMapping
@@ -35,6 +40,19 @@ from .config import RunConfig, resolve_workers
 from .logs import LogBook
 
 STDERR_TAIL = 20
+INTERRUPTED = "the reload was interrupted (the cluster is stopping)"
+
+
+def batch_size(cfg: RunConfig) -> float:
+    """How many replacements boot at once. ``auto``: all of them under --preload
+    (a fork of the loaded fork server costs a few ms of CPU, so the new generation
+    is ready about as soon as one worker would be); else the CPUs this process may
+    run on (each spawned worker imports the app, a CPU's worth of work for a
+    while: more at once only queue behind each other and slow the old workers
+    still serving)."""
+    if cfg.reload_batch == "auto":
+        return math.inf if cfg.preload else resolve_workers("auto")
+    return int(cfg.reload_batch)
 
 
 @dataclass(frozen=True)
@@ -243,39 +261,68 @@ class RollingReload:
                 host.notify.ready(host)
 
     async def _replace_all(self) -> str | None:
-        """Replace every slot of an older generation, one at a time; the failure, if any.
-        The set of slots is looked at afresh for each: a scale during the reload
-        adds slots that start on the new code (and need no replacement) or
-        removes slots (not replaced any more)."""
-        host, generation = self.host, self.generation
-        interrupted = "the reload was interrupted (the cluster is stopping)"
-        while True:
-            if host.state != "reloading":
-                return interrupted
-            pending = [host.slots[i] for i in sorted(host.slots) if host.slots[i].generation < generation]
-            self._total = self._replaced + len(pending)
-            if not pending:
-                return None
-            slot = pending[0]
-            new, failure = await boot_replacement(host, generation)
-            if failure is not None and host.state == "stopping":
-                host.logs.master(f"reload interrupted (the cluster is stopping): {failure}")
-                return interrupted
-            if failure is not None or new is None:
-                return self._aborted(failure or "no replacement")
-            if host.slots.get(slot.index) is not slot or slot.generation >= generation:
-                # Scaled away, or restarted on the new code, while the replacement booted.
-                host.retire_worker(new)
-                continue
-            old = slot.worker
-            if slot.retry is not None:
-                slot.retry.cancel()
-                slot.retry = None
-            host.adopt(slot, new, generation)
-            if old is not None:
-                host.retire_worker(old)
-            self._replaced += 1
-            self._progress(new)
+        """Replace every slot of an older generation, up to ``reload_batch`` replacements
+        booting at once; the failure, if any. The set of slots is looked at afresh as
+        each replacement is ready: a scale during the reload adds slots that start on
+        the new code (and need no replacement) or removes slots (not replaced any more)."""
+        host = self.host
+        batch = batch_size(host.cfg)
+        stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # set: stop the booting ones
+        booting: set[asyncio.Task[tuple[PrimaryWorker | None, str | None]]] = set()
+        try:
+            while True:
+                if host.state != "reloading":
+                    return INTERRUPTED
+                pending = len(self._pending())
+                self._total = self._replaced + pending
+                while len(booting) < min(batch, pending):
+                    booting.add(asyncio.ensure_future(boot_replacement(host, self.generation, stop)))
+                if not booting:
+                    return None
+                done, booting = await asyncio.wait(booting, return_when=asyncio.FIRST_COMPLETED)
+                failure = None
+                for task in done:  # every ready one takes its slot, even beside a failed one
+                    new, why = task.result()
+                    if new is not None:
+                        self._take_slot(new)
+                    else:
+                        failure = failure or why or "no replacement"
+                if failure is None:
+                    continue
+                if host.state == "stopping":
+                    host.logs.master(f"reload interrupted (the cluster is stopping): {failure}")
+                    return INTERRUPTED
+                return self._aborted(failure)
+        finally:
+            if booting:  # an abort, or the cluster stopping: the replacements still booting are killed
+                stop.set_result(None)
+                for outcome in await asyncio.gather(*booting, return_exceptions=True):
+                    if isinstance(outcome, tuple) and outcome[0] is not None:
+                        host.retire_worker(outcome[0])  # ready before it saw the stop: not wanted now
+
+    def _pending(self) -> list[_Slot]:
+        slots = self.host.slots
+        return [slots[i] for i in sorted(slots) if slots[i].generation < self.generation]
+
+    def _take_slot(self, new: PrimaryWorker) -> None:
+        """A ready replacement takes over the first slot still on the old generation,
+        whose worker leaves at once; none left (scaled away, or restarted on the new
+        code while it booted): the replacement is not needed."""
+        host = self.host
+        pending = self._pending()
+        if not pending:
+            host.retire_worker(new)
+            return
+        slot = pending[0]
+        old = slot.worker
+        if slot.retry is not None:
+            slot.retry.cancel()
+            slot.retry = None
+        host.adopt(slot, new, self.generation)
+        if old is not None:
+            host.retire_worker(old)
+        self._replaced += 1
+        self._progress(new)
 
     def _scale(self) -> None:
         """The config's new ``workers`` applies once the new generation is complete."""
@@ -302,9 +349,12 @@ class RollingReload:
             host.restart_forkserver()
 
 
-async def boot_replacement(host: BootHost, generation: int) -> tuple[PrimaryWorker | None, str | None]:
+async def boot_replacement(host: BootHost, generation: int, stop: asyncio.Future[None] | None = None,
+                           ) -> tuple[PrimaryWorker | None, str | None]:
     """Start a worker and wait until it is ready (``boot_timeout``): (worker, None),
-    or (None, why) with its last stderr lines once it has been killed."""
+    or (None, why) with its last stderr lines once it has been killed. ``stop`` done:
+    kill it without waiting longer (a reload aborted by another replacement); a
+    start is never cancelled half-way, so no forked worker is ever lost track of."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[bool] = loop.create_future()
     if host.state == "stopping":
@@ -318,16 +368,18 @@ async def boot_replacement(host: BootHost, generation: int) -> tuple[PrimaryWork
     host.stderr_tails[worker.id] = tail
     host.logs.attach(worker, loop, tail)
     host.booting[worker.id] = ready
-    ok: bool | None
+    waits: set[asyncio.Future[Any]] = {ready} if stop is None else {ready, stop}
     try:
-        ok = await asyncio.wait_for(ready, host.cfg.boot_timeout)
-    except asyncio.TimeoutError:
-        ok = None
+        await asyncio.wait(waits, timeout=host.cfg.boot_timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         host.booting.pop(worker.id, None)
+    ok = ready.result() if ready.done() else None
     if ok:
         return worker, None
-    why = "was not ready in time" if ok is None else f"exited ({worker.signal_code or worker.exit_code})"
+    if ok is None and stop is not None and stop.done():
+        why = "was stopped (the reload was aborted)"
+    else:
+        why = "was not ready in time" if ok is None else f"exited ({worker.signal_code or worker.exit_code})"
     if not worker.is_dead():
         worker.signal("SIGKILL")
     lines = "\n".join("  " + line for line in tail)
