@@ -1,7 +1,8 @@
 """The master's log writer: a thread that owns the blocking writes (the
 terminal, ``--log-file``) so the master's loop never waits on them. Its queue
 is bounded: when it falls behind, workers' lines are dropped and counted, the
-master's own lines have room of their own (logs.py feeds it)."""
+master's own lines have room of their own (logs.py feeds it). The thread
+also formats each entry (``core.logline``: text or json), off the loop."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import threading
 import time
 from typing import Any
 
+from ..core import logline
+
 SINK_QUEUE = 10_000  # lines waiting for the writer thread (each of: workers', the master's own)
 SINK_CHARS = 4 * 2 ** 20  # ... and their characters
+WRITE_BATCH = 512  # queued lines formatted and written with one write(2)
 
 
 def open_log(path: str, *, block: bool = True) -> int:
@@ -33,7 +37,7 @@ class Sink(threading.Thread):
     said on stderr once per run of failures and in the output once it works
     again); the next line tries again."""
 
-    def __init__(self, log_file: str | None):
+    def __init__(self, log_file: str | None, log_format: str = "text", pid: int | None = None):
         super().__init__(name="pycluster-log-writer", daemon=True)
         # Unbounded queue, bounded by us: workers' lines beyond SINK_QUEUE / SINK_CHARS
         # waiting are dropped (and counted); the master's own lines (a few per event)
@@ -47,15 +51,19 @@ class Sink(threading.Thread):
         self.dropped = 0
         self.lost = 0  # lines whose write failed
         self.lost_reason = ""
+        self.render = logline.RENDER[log_format]
+        self.pid = os.getpid() if pid is None else pid
 
-    def put(self, line: str, master: bool = False) -> None:
+    def put(self, entry: dict[str, Any], master: bool = False) -> None:
+        """Queue one entry (formatted by the writer thread, so the loop only counts)."""
+        size = len(entry["line"])
         with self.lock:
-            if self.waiting[master] >= SINK_QUEUE or self.chars[master] + len(line) > SINK_CHARS:
+            if self.waiting[master] >= SINK_QUEUE or self.chars[master] + size > SINK_CHARS:
                 self.dropped += 1
                 return
             self.waiting[master] += 1
-            self.chars[master] += len(line)
-        self.q.put_nowait(("line", master, line))
+            self.chars[master] += size
+        self.q.put_nowait(("line", master, entry))
 
     def swap(self, fd: int) -> None:
         """Write to ``fd`` from the next line on (a reopened log file); the old one is closed."""
@@ -63,51 +71,79 @@ class Sink(threading.Thread):
 
     def run(self) -> None:
         while True:
-            item = self.q.get()
+            items = self._take()
             try:
-                if item is None:
+                self._lines([item for item in items if item is not None and item[0] == "line"])
+                last = items[-1]
+                if last is None:
                     return
-                if item[0] == "swap":
-                    old, self.fd = self.fd, item[1]
+                if last[0] == "swap":
+                    old, self.fd = self.fd, last[1]
                     if old is not None:
                         _close(old)
-                    continue
-                _kind, master, line = item
-                with self.lock:
-                    self.waiting[master] -= 1
-                    self.chars[master] -= len(line)
-                self._write(line)
             except Exception as exc:  # noqa: BLE001 - the writer must outlive anything
-                self._failed(f"log writer: {type(exc).__name__}: {exc}")
+                self._failed(f"log writer: {type(exc).__name__}: {exc}", len(items))
             finally:
-                self.q.task_done()
+                for _ in items:
+                    self.q.task_done()
 
-    def _write(self, line: str) -> None:
+    def _take(self) -> list[Any]:
+        """The next item and the lines queued behind it (up to ``WRITE_BATCH``): a flood
+        costs one write(2) per batch, not per line. A swap or the end closes a batch."""
+        items = [self.q.get()]
+        while len(items) < WRITE_BATCH and items[-1] is not None and items[-1][0] == "line":
+            try:
+                items.append(self.q.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _lines(self, items: list[Any]) -> None:
+        if not items:
+            return
+        freed = {False: [0, 0], True: [0, 0]}  # by "is the master's own": lines, characters
+        for _kind, master, entry in items:
+            freed[master][0] += 1
+            freed[master][1] += len(entry["line"])
+        with self.lock:
+            for master, (count, chars) in freed.items():
+                self.waiting[master] -= count
+                self.chars[master] -= chars
+        render = self.render
+        lines = [render(entry) for _kind, _master, entry in items]
+        self._write("\n".join(lines) + "\n", len(lines))
+
+    def _write(self, text: str, count: int) -> None:
         notes = ""
         if self.lost:
-            notes += f"[pycluster] {self.lost} log lines lost: {self.lost_reason}\n"
+            notes += self._note(f"{self.lost} log lines lost: {self.lost_reason}")
         if self.dropped:
             with self.lock:
                 dropped, self.dropped = self.dropped, 0
-            notes += f"[pycluster] {dropped} log lines dropped (output too slow)\n"
+            notes += self._note(f"{dropped} log lines dropped (output too slow)")
         fd = self.fd if self.fd is not None else _stdout_fd()
         if fd is None:
             return
         try:
-            _write_all(fd, (notes + line).encode("utf-8", "replace"))
+            _write_all(fd, (notes + text).encode("utf-8", "replace"))
         except OSError as exc:
             what = f"the log file {self.log_file}" if self.fd is not None else "stdout"
-            self._failed(f"cannot write {what}: {exc.strerror or exc}")
+            self._failed(f"cannot write {what}: {exc.strerror or exc}", count)
             return
         self.lost = 0
 
-    def _failed(self, reason: str) -> None:
+    def _note(self, text: str) -> str:
+        """The writer's own line, formatted as the master's are."""
+        return self.render({"t": time.time(), "worker": None, "pid": self.pid, "stream": "master",
+                            "line": text}) + "\n"
+
+    def _failed(self, reason: str, count: int = 1) -> None:
         if not self.lost:  # the first of a run of failures: say it where someone may look
             try:
                 _write_all(2, f"pycluster: {reason}; log lines are lost until it works again\n".encode())
             except OSError:
                 pass
-        self.lost += 1
+        self.lost += count
         self.lost_reason = reason
 
     def flush(self, timeout: float = 1.0) -> None:
