@@ -134,14 +134,24 @@ def child_env(runtime_dir: str | os.PathLike, extra: dict | None = None) -> dict
     return env
 
 
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d ")  # a text log line's time
+
+
+def untimed(line: str) -> str:
+    """A text log line without its leading timestamp (what tests match on)."""
+    return STAMP.sub("", line, count=1)
+
+
 class Master:
-    """A ``pycluster run`` process; its stdout and stderr are read line by line in threads."""
+    """A ``pycluster run`` process; its stdout and stderr are read line by line in threads.
+    ``stdout`` holds the lines without their timestamps, ``raw_stdout`` as written."""
 
     def __init__(self, args: list[str], *, cwd: Path, env: dict, name: str | None, runtime_dir: Path):
         self.args = args
         self.name = name
         self.control = Path(runtime_dir) / f"{name}.sock" if name else None
         self.stdout: list[str] = []
+        self.raw_stdout: list[str] = []
         self.stderr: list[str] = []
         self.worker_bytes = 0  # bytes of "[worker N] ..." lines seen on stdout
         self.proc = subprocess.Popen([*CLI, "run", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -156,6 +166,10 @@ class Master:
     def _pump(self, pipe, sink: list[str], count: bool) -> None:
         for raw in pipe:
             line = raw.decode("utf-8", "replace").rstrip("\n")
+            if count:
+                if len(self.raw_stdout) < 5000:
+                    self.raw_stdout.append(line)
+                line = untimed(line)
             if count and line.startswith("[worker "):
                 self.worker_bytes += len(raw)
                 if len(sink) > 5000 and "[pycluster]" not in line:

@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from cli_support import CLI, IDLE_APP, exchange, pid_gone, pyc, wait_until  # noqa: F401  (pyc: fixture)
+from cli_support import CLI, IDLE_APP, exchange, pid_gone, pyc, untimed, wait_until  # noqa: F401  (pyc: fixture)
 from test_faults import rss
 
 pytestmark = pytest.mark.timeout(60)
@@ -250,7 +250,7 @@ def test_logs_reply_after_long_lines_is_capped_and_printed(pyc):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     assert len(out.stdout) < 2 * MiB, f"{len(out.stdout)} bytes printed"
-    assert "[worker 1] long lines done" in out.stdout.splitlines()
+    assert "[worker 1] long lines done" in map(untimed, out.stdout.splitlines())
     assert re.search(r"\d+ earlier lines? left out", out.stderr), out.stderr
     assert took < 10, took
 
@@ -348,7 +348,7 @@ def test_worker_escape_sequences_are_neutralised(pyc):
     _check_neutralised(forwarded)
     out = pyc.cli("logs", "-n", "app", "--lines", "10")
     assert out.returncode == 0, out.stderr
-    shown = next(ln for ln in out.stdout.splitlines() if ln.startswith("[worker 1] title"))
+    shown = next(ln for ln in map(untimed, out.stdout.splitlines()) if ln.startswith("[worker 1] title"))
     _check_neutralised(shown)
 
 
@@ -361,7 +361,7 @@ def test_logs_client_neutralises_escapes_a_master_sends(pyc):
     finally:
         fake.close()
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "[worker 1] a \\x1b]0;pwned\\x07 b \\x9b c \u00e9\t.\n", repr(out.stdout)
+    assert untimed(out.stdout) == "[worker 1] a \\x1b]0;pwned\\x07 b \\x9b c \u00e9\t.\n", repr(out.stdout)
 
 
 # -- 6. a daemon holding a dead worker's stdout/stderr ------------------------------------------------

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pycluster.core import logline
 from pycluster.core.common import printable
 from pycluster.master import logs
 
@@ -130,3 +133,26 @@ def test_tail_reply_is_capped_and_counts_what_it_left_out(book):
     assert book.tail(0) == ([], 0)
     small, none_left = book.tail(2)
     assert none_left == 0 and len(small) == 2
+
+
+@pytest.fixture
+def st_johns(monkeypatch):
+    """Local time UTC-03:30 (St John's in December) for the test, then back."""
+    monkeypatch.setenv("TZ", "America/St_Johns")
+    time.tzset()
+    logline._last = (-1, "", "")
+    yield
+    monkeypatch.undo()
+    time.tzset()
+    logline._last = (-1, "", "")
+
+
+def test_log_line_times_are_iso_8601_with_the_local_offset(st_johns):
+    entry = {"t": 1796428230.123, "worker": None, "pid": 9, "stream": "master", "line": 'a "b"'}
+    text = logline.text(entry)
+    assert text == '2026-12-04T20:20:30.123-03:30 [pycluster] a "b"'
+    when = datetime.fromisoformat(text.split(" ")[0])
+    assert when.timestamp() == 1796428230.123 and when.utcoffset() == timedelta(hours=-3, minutes=-30)
+    assert json.loads(logline.as_json(entry)) == {"time": "2026-12-04T20:20:30.123-03:30", "source": "master",
+                                                  "worker": None, "pid": 9, "stream": "master", "line": 'a "b"'}
+    assert logline.text({**entry, "worker": 3, "t": 1796428231.0}) == '2026-12-04T20:20:31.000-03:30 [worker 3] a "b"'

@@ -169,6 +169,13 @@ def _interface(value: Any) -> str:
     return str(text)
 
 
+def _log_format(value: Any) -> str:
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return str(text)
+
+
 def _threads(value: Any) -> int:
     if isinstance(value, (bool, float)):
         raise ValueError("expected a whole number of threads (1-1024)")

@@ -88,7 +88,7 @@ class Arbiter:
         self.reload_generation: int | None = None  # while a reload runs: what new workers run
         self.scale_after_reload: Any = None  # the config's new `workers`, applied once a reload succeeds
         self.started_at = time.time()
-        self.logs = LogBook(log_file=cfg.log_file)
+        self.logs = LogBook(log_file=cfg.log_file, log_format=cfg.log_format)
         from ..primary.handles import round_robin
         round_robin.warn = lambda message: self.logs.master(message.removeprefix("pycluster: "))
         self.exit_code: int | None = None

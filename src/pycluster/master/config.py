@@ -29,6 +29,7 @@ from ._validate import (
     _group,
     _interface,
     _ip_list,
+    _log_format,
     _name,
     _path,
     _policy,
@@ -137,6 +138,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_file", ("--log-file",), _path, None,
             "Append the master's and workers' log lines to this file (SIGUSR1 reopens it).",
             metavar="F", on_reload=RESTART),
+    Setting("log_format", ("--log-format",), _log_format, "text",
+            "Log lines as text (a timestamp, [worker N] or [pycluster], the line) or json (one object per"
+            " line: time, source, worker, pid, stream, line), on the terminal and in --log-file.",
+            metavar="text|json", on_reload=RESTART),
     Setting("control", ("--control",), _path, None,
             "Control socket path (default: $PYCLUSTER_RUNTIME_DIR/NAME.sock, see the man page).",
             metavar="PATH", on_reload=RESTART),
@@ -185,6 +190,7 @@ class RunConfig:
     daemon: bool
     pidfile: str | None
     log_file: str | None
+    log_format: str
     control: str | None
     sources: Mapping[str, str] = field(default_factory=_no_sources, compare=False)  # key -> flag, variable, file
     file: str | None = field(default=None, compare=False)

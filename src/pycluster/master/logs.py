@@ -27,7 +27,7 @@ from typing import Any
 from ..core.common import printable
 from .logsink import Sink, open_log
 
-Entry = dict[str, Any]  # one log line: {"t", "worker", "stream", "line"}
+Entry = dict[str, Any]  # one log line: {"t", "worker", "pid", "stream", "line"} (core.logline formats it)
 
 MAX_LINE = 16 * 1024  # bytes of one line kept; the rest is cut (and counted)
 READ_SIZE = 64 * 1024
@@ -133,11 +133,12 @@ class Follower:
 
 
 class LogBook:
-    def __init__(self, log_file: str | None = None):
+    def __init__(self, log_file: str | None = None, log_format: str = "text"):
         self.ring: deque[Entry] = deque(maxlen=RING)
         self.ring_chars = 0
         self.followers: set[Callable[[Entry], None]] = set()
-        self.sink = Sink(log_file)
+        self.pid = os.getpid()
+        self.sink = Sink(log_file, log_format, self.pid)
         self.sink.start()
         self._readers: dict[int, list[Any]] = {}
 
@@ -145,16 +146,16 @@ class LogBook:
         # The master's own line breaks stay (a reload failure lists stderr lines below it).
         self._line(None, "master", "\n".join(map(printable, text.split("\n"))))
 
-    def _line(self, worker_id: int | None, stream: str, text: str) -> None:
-        entry = {"t": round(time.time(), 3), "worker": worker_id, "stream": stream, "line": text}
+    def _line(self, worker_id: int | None, stream: str, text: str, pid: int | None = None) -> None:
+        entry = {"t": round(time.time(), 3), "worker": worker_id, "pid": self.pid if worker_id is None else pid,
+                 "stream": stream, "line": text}
         if len(self.ring) == self.ring.maxlen:
             self.ring_chars -= len(self.ring[0]["line"])
         self.ring.append(entry)
         self.ring_chars += len(text)
         while self.ring_chars > RING_CHARS and len(self.ring) > 1:
             self.ring_chars -= len(self.ring.popleft()["line"])
-        prefix = f"[worker {worker_id}] " if worker_id is not None else "[pycluster] "
-        self.sink.put(prefix + text + "\n", master=worker_id is None)
+        self.sink.put(entry, master=worker_id is None)
         for follower in list(self.followers):
             follower(entry)
 
@@ -166,7 +167,7 @@ class LogBook:
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             state = {"lines": LineSplitter(), "fd": fd, "pipe": pipe, "stream": stream, "loop": loop,
-                     "tail": stderr_tail if stream == "stderr" else None}
+                     "tail": stderr_tail if stream == "stderr" else None, "pid": worker.pid}
             loop.add_reader(fd, self._read, worker.id, state)
             readers.append(state)
         self._readers[worker.id] = readers
@@ -187,7 +188,7 @@ class LogBook:
     def _emit(self, worker_id: int, state: dict[str, Any], text: str) -> None:
         if state["tail"] is not None:
             state["tail"].append(text)
-        self._line(worker_id, state["stream"], text)
+        self._line(worker_id, state["stream"], text, state["pid"])
 
     def _close(self, worker_id: int, state: dict[str, Any]) -> None:
         for text in state["lines"].flush():

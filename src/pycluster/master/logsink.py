@@ -1,7 +1,8 @@
 """The master's log writer: a thread that owns the blocking writes (the
 terminal, ``--log-file``) so the master's loop never waits on them. Its queue
 is bounded: when it falls behind, workers' lines are dropped and counted, the
-master's own lines have room of their own (logs.py feeds it)."""
+master's own lines have room of their own (logs.py feeds it). The thread
+also formats each entry (``core.logline``: text or json), off the loop."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 import threading
 import time
 from typing import Any
+
+from ..core import logline
 
 SINK_QUEUE = 10_000  # lines waiting for the writer thread (each of: workers', the master's own)
 SINK_CHARS = 4 * 2 ** 20  # ... and their characters
@@ -33,7 +36,7 @@ class Sink(threading.Thread):
     said on stderr once per run of failures and in the output once it works
     again); the next line tries again."""
 
-    def __init__(self, log_file: str | None):
+    def __init__(self, log_file: str | None, log_format: str = "text", pid: int | None = None):
         super().__init__(name="pycluster-log-writer", daemon=True)
         # Unbounded queue, bounded by us: workers' lines beyond SINK_QUEUE / SINK_CHARS
         # waiting are dropped (and counted); the master's own lines (a few per event)
@@ -47,15 +50,19 @@ class Sink(threading.Thread):
         self.dropped = 0
         self.lost = 0  # lines whose write failed
         self.lost_reason = ""
+        self.render = logline.RENDER[log_format]
+        self.pid = os.getpid() if pid is None else pid
 
-    def put(self, line: str, master: bool = False) -> None:
+    def put(self, entry: dict[str, Any], master: bool = False) -> None:
+        """Queue one entry (formatted by the writer thread, so the loop only counts)."""
+        size = len(entry["line"])
         with self.lock:
-            if self.waiting[master] >= SINK_QUEUE or self.chars[master] + len(line) > SINK_CHARS:
+            if self.waiting[master] >= SINK_QUEUE or self.chars[master] + size > SINK_CHARS:
                 self.dropped += 1
                 return
             self.waiting[master] += 1
-            self.chars[master] += len(line)
-        self.q.put_nowait(("line", master, line))
+            self.chars[master] += size
+        self.q.put_nowait(("line", master, entry))
 
     def swap(self, fd: int) -> None:
         """Write to ``fd`` from the next line on (a reopened log file); the old one is closed."""
@@ -72,11 +79,14 @@ class Sink(threading.Thread):
                     if old is not None:
                         _close(old)
                     continue
-                _kind, master, line = item
+                _kind, master, entry = item
                 with self.lock:
                     self.waiting[master] -= 1
-                    self.chars[master] -= len(line)
-                self._write(line)
+                    self.chars[master] -= len(entry["line"])
+                # One write(2) per line, as before timestamps: the write releases the GIL, so
+                # a flood's writer leaves the loop its share (batching lines measured 2x the
+                # loop's latency under a 100 MB flood: the writer then formats more, holding it).
+                self._write(self.render(entry) + "\n")
             except Exception as exc:  # noqa: BLE001 - the writer must outlive anything
                 self._failed(f"log writer: {type(exc).__name__}: {exc}")
             finally:
@@ -85,11 +95,11 @@ class Sink(threading.Thread):
     def _write(self, line: str) -> None:
         notes = ""
         if self.lost:
-            notes += f"[pycluster] {self.lost} log lines lost: {self.lost_reason}\n"
+            notes += self._note(f"{self.lost} log lines lost: {self.lost_reason}")
         if self.dropped:
             with self.lock:
                 dropped, self.dropped = self.dropped, 0
-            notes += f"[pycluster] {dropped} log lines dropped (output too slow)\n"
+            notes += self._note(f"{dropped} log lines dropped (output too slow)")
         fd = self.fd if self.fd is not None else _stdout_fd()
         if fd is None:
             return
@@ -100,6 +110,11 @@ class Sink(threading.Thread):
             self._failed(f"cannot write {what}: {exc.strerror or exc}")
             return
         self.lost = 0
+
+    def _note(self, text: str) -> str:
+        """The writer's own line, formatted as the master's are."""
+        return self.render({"t": time.time(), "worker": None, "pid": self.pid, "stream": "master",
+                            "line": text}) + "\n"
 
     def _failed(self, reason: str) -> None:
         if not self.lost:  # the first of a run of failures: say it where someone may look

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ...core import logline
 from ...errors import EXIT_FAILED, EXIT_NO_MASTER, ControlError
 from .. import protocol
 from ..client import Echo, NoMaster, stream
@@ -104,18 +105,19 @@ def render(reply: object, echo: Echo) -> None:
 
 
 def format_entry(entry: object) -> str:
-    """``[worker N] line`` or ``[pycluster] line``, control characters shown, not obeyed."""
+    """``2026-12-04T23:10:30.123+00:00 [worker N] line`` (the master's ``--log-format text``
+    line); control characters shown, not obeyed. An entry without a usable time has none."""
     if not isinstance(entry, dict):
         return f"[?] {printable(json.dumps(entry))}"
-    worker = entry.get("worker")
-    if worker is None:
-        who = "pycluster"
-    elif isinstance(worker, int) and not isinstance(worker, bool):
-        who = f"worker {worker}"
-    else:
-        who = "?"
+    t = entry.get("t")
+    when = ""
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        try:
+            when = logline.stamp(t) + " "
+        except (OverflowError, OSError, ValueError):  # a time no calendar holds
+            when = ""
     line = entry.get("line", "")
-    return f"[{who}] {printable(line if isinstance(line, str) else json.dumps(line))}"
+    return f"{when}{logline.who(entry.get('worker'))} {printable(line if isinstance(line, str) else json.dumps(line))}"
 
 
 def printable(text: str) -> str:
