@@ -290,7 +290,8 @@ class Arbiter:
     def boot_failed(self, worker: PrimaryWorker | None, why: str, *, first: bool = True) -> None:
         tail = self.stderr_tails.get(worker.id, ()) if worker is not None else ()
         who = f"worker {worker.id} (pid {worker.pid})" if worker is not None else "a worker"
-        self.halt(readiness.boot_failure(self.name, who, why, tail, first=first))
+        self.halt(readiness.boot_failure(self.name, who, why, tail, first=first,
+                                         shown=self.logs.lines_reach_stderr()))
 
     def halt(self, failure: str, *, code: int = EXIT_BOOT) -> None:
         """A boot failure: stop now; ``pycluster run`` prints ``failure`` and exits

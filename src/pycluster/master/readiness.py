@@ -44,13 +44,18 @@ def laggard(slots: Iterable[Slot]) -> Slot | None:
     return next((slot for slot in slots if not slot.ready), None)
 
 
-def boot_failure(name: str, who: str, why: str, stderr_tail: Iterable[str], *, first: bool = True) -> str:
+def boot_failure(name: str, who: str, why: str, stderr_tail: Iterable[str], *, first: bool = True,
+                 shown: bool = False) -> str:
     """What the master says, and ``pycluster run`` prints, when the first
-    generation never became ready (``first``), or a worker failed to boot."""
+    generation never became ready (``first``), or a worker failed to boot.
+    ``shown``: the worker's stderr already reached where this message goes
+    (the terminal), so it is pointed at, not printed twice."""
     tail = list(stderr_tail)
     what = "the first generation never became ready" if first else "a worker failed to boot"
     lines = [f"{name}: {what}: {who} {why}"]
-    if tail:
+    if tail and shown:
+        lines[0] += " (its stderr is above)"
+    elif tail:
         lines.append(f"last lines of {who}'s stderr:")
         lines.extend("  " + line for line in tail)
     return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""More frictions of ``pycluster run`` (issue 15, item 6): an app's import
+traceback printed once and without pycluster's frames, an app that binds
+another address than ``--bind``, the addresses an app bound in ``status``,
+shell completion of option values and masters' names, defaults in ``--help``."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from cli_support import CLI, pyc  # noqa: F401 (pyc is a fixture)
+
+pytestmark = pytest.mark.timeout(60)
+
+BROKEN = """\
+def helper():
+    raise RuntimeError("boom at import")
+
+
+helper()
+
+
+def main():
+    pass
+"""
+
+
+def _run_combined(pyc, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    """``pycluster run`` with stdout and stderr on one pipe, as on a terminal."""
+    proc = subprocess.Popen([*CLI, "run", *args], cwd=pyc.dir, env=pyc.env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    pyc.verbs.append(proc)  # killed at the end of the test, whatever happens
+    return pyc.finish(proc, timeout)
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["spawn", "preload"])
+def test_an_import_traceback_is_printed_once_with_the_apps_frames_only(pyc, preload):
+    pyc.write("broken.py", BROKEN)
+    done = _run_combined(pyc, "broken:main", "-w", "1", "-n", "brk", *(["--preload"] if preload else []))
+    assert done.returncode == 3, done.stdout
+    assert done.stdout.count("RuntimeError: boom at import") == 1, done.stdout
+    assert done.stdout.count("Traceback (most recent call last)") == 1, done.stdout
+    assert "broken.py\", line 5, in <module>" in done.stdout, done.stdout
+    assert "pycluster/" not in done.stdout and "importlib" not in done.stdout, done.stdout
+    assert "cannot load 'broken:main'" in done.stdout and "pycluster: pycluster:" not in done.stdout, done.stdout
+    assert "could not load the app: pycluster:" not in done.stdout, done.stdout
+
+
+def test_the_boot_failure_still_quotes_the_stderr_it_did_not_show(pyc):
+    # stdout (the workers' lines) and stderr apart: the failure on stderr quotes the tail.
+    pyc.write("broken.py", BROKEN)
+    master = pyc.run_to_end("broken:main", "-w", "1")
+    assert master.proc.returncode == 3, master.output()
+    assert "last lines of worker 1" in "\n".join(master.stderr), master.output()
+    assert any("RuntimeError: boom at import" in line for line in master.stderr), master.output()
+
+
+def test_a_script_failing_at_run_shows_its_frames_only(pyc):
+    pyc.write("broken.py", BROKEN)
+    pyc.write("script.py", "import broken\n")
+    master = pyc.start("script.py", "-w", "1")
+    master.wait_line(r"\[worker 1\] RuntimeError: boom at import")
+    lines = [line for line in master.stdout if line.startswith("[worker 1]")]
+    assert any('script.py", line 1, in <module>' in line for line in lines), master.output()
+    assert not [line for line in lines if "pycluster/" in line or "runpy" in line], master.output()
