@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from cli_support import CLI, pyc  # noqa: F401 (pyc is a fixture)
+from cli_support import CLI, http_get, pyc, unused_port  # noqa: F401 (pyc is a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,3 +65,48 @@ def test_a_script_failing_at_run_shows_its_frames_only(pyc):
     lines = [line for line in master.stdout if line.startswith("[worker 1]")]
     assert any('script.py", line 1, in <module>' in line for line in lines), master.output()
     assert not [line for line in lines if "pycluster/" in line or "runpy" in line], master.output()
+
+
+OTHER_PORT_APP = """\
+import os
+import socket
+
+
+def main():
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", int(os.environ["APP_PORT"])))
+    sock.listen()
+    while True:
+        conn, _ = sock.accept()
+        conn.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nhi")
+        conn.close()
+"""
+
+
+def test_an_app_binding_another_port_than_bind_is_named_at_once_and_in_the_boot_failure(pyc, free_port):
+    pyc.write("other_port.py", OTHER_PORT_APP)
+    bound = free_port
+    asked = unused_port()
+    master = pyc.start("other_port:main", "-w", "1", "--bind", f"127.0.0.1:{asked}", "--boot-timeout", "3",
+                       env={"APP_PORT": bound})
+    # Said as soon as the worker binds, long before the boot timeout...
+    master.wait_line(rf"\[pycluster\] worker 1 \(pid \d+\) listens on 127\.0\.0\.1:{bound}, which is not a"
+                     rf" --bind address \(127\.0\.0\.1:{asked}\)", 2.5)
+    assert http_get(bound)[2] == b"hi"  # allowed: the master shares it (Node's semantics)
+    assert master.wait_exit(15) == 3, master.output()
+    failure = "\n".join(master.stderr)
+    assert f"not ready after 3s (it listens on 127.0.0.1:{bound}; the master waits for it on" \
+           f" 127.0.0.1:{asked})" in failure, master.output()
+
+
+def test_status_lists_the_addresses_the_app_bound(pyc, free_port):
+    pyc.write("other_port.py", OTHER_PORT_APP)
+    master = pyc.start("other_port:main", "-w", "2", env={"APP_PORT": free_port})
+    master.wait_ready()
+    status = master.status()
+    assert status["listeners"] == [], status
+    assert status["app_listeners"] == [{"address": "127.0.0.1", "port": free_port, "address_type": 4}], status
+    table = pyc.cli("status", "-n", "app")
+    assert table.returncode == 0, table.stderr
+    assert f"listeners 127.0.0.1:{free_port} (bound by the app)" in table.stdout, table.stdout

@@ -61,6 +61,24 @@ def boot_failure(name: str, who: str, why: str, stderr_tail: Iterable[str], *, f
     return "\n".join(lines)
 
 
+def where_it_listens(listening: Iterable[Any], waited: Iterable[Any]) -> str:
+    """Why a worker that listens somewhere is not ready: its addresses and the
+    master's (an app that binds another port than ``--bind``); "" if none."""
+    theirs = ", ".join(map(str, listening))
+    if not theirs:
+        return ""
+    return f" (it listens on {theirs}; the master waits for it on {', '.join(map(str, waited))})"
+
+
+def stray_listener(who: str, address: Any, waited: Iterable[Any]) -> str:
+    """The line the master logs, once per address, when a worker listens on an
+    address that is none of the master's listeners (--bind)."""
+    ours = ", ".join(map(str, waited))
+    return (f"{who} listens on {address}, which is not a --bind address ({ours}): the master shares"
+            f" it among the workers, but a worker is ready only once it listens on {ours};"
+            f" bind that, or serve pycluster.listeners()")
+
+
 def format_listener(address: Any) -> str:
     """A listener for the log: HTTP ones as URLs."""
     return str(address) if isinstance(address.address_type, str) or address.address_type == -1 else f"http://{address}"
