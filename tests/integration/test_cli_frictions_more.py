@@ -5,11 +5,12 @@ shell completion of option values and masters' names, defaults in ``--help``."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
 
-from cli_support import CLI, http_get, pyc, unused_port  # noqa: F401 (pyc is a fixture)
+from cli_support import CLI, IDLE_APP, http_get, pyc, unused_port  # noqa: F401 (pyc is a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -110,3 +111,40 @@ def test_status_lists_the_addresses_the_app_bound(pyc, free_port):
     table = pyc.cli("status", "-n", "app")
     assert table.returncode == 0, table.stderr
     assert f"listeners 127.0.0.1:{free_port} (bound by the app)" in table.stdout, table.stdout
+
+
+def _complete(pyc, line: str) -> list[str]:
+    """What click's bash completion offers for ``line`` (the cursor at its end)."""
+    words = line.split(" ")
+    done = pyc.cli(env={"_PYCLUSTER_COMPLETE": "bash_complete", "COMP_WORDS": line,
+                        "COMP_CWORD": str(len(words) - 1)})
+    assert done.returncode == 0, done.stderr
+    return [row.split(",", 1)[1] for row in done.stdout.splitlines() if row.startswith("plain,")]
+
+
+def test_completion_offers_running_masters_and_option_values(pyc):
+    pyc.write("idle_app.py", IDLE_APP)
+    for name in ("web", "worker-q"):
+        pyc.start("idle_app:main", "-w", "1", name=name).wait_ready()
+    (pyc.runtime_dir / "gone.sock").touch()  # a dead master's leftover: not offered
+    assert _complete(pyc, "pycluster status -n ") == ["web", "worker-q"]
+    assert _complete(pyc, "pycluster logs -n w") == ["web", "worker-q"]
+    assert _complete(pyc, "pycluster stop --name wo") == ["worker-q"]
+    assert _complete(pyc, "pycluster run --policy ") == ["rr", "none", "reuseport"]
+    assert _complete(pyc, "pycluster run --policy r") == ["rr", "reuseport"]
+    assert _complete(pyc, "pycluster run --interface ") == ["auto", "asgi", "wsgi", "call"]
+    assert _complete(pyc, "pycluster run --log-format ") == ["text", "json"]
+    assert _complete(pyc, "pycluster run -w ") == ["auto"]
+
+
+def test_run_help_shows_the_defaults(pyc):
+    shown = pyc.cli("run", "--help")
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())  # click wraps the help column
+    for option, default in [("--policy", "rr"), ("--boot-timeout", "30"), ("--graceful-timeout", "30"),
+                            ("--workers", "auto"), ("--log-format", "text"), ("--threads", "4"),
+                            ("--restart-delay", "0.1"), ("--interface", "auto")]:
+        # the option's own help, up to its default (no other option's default between)
+        assert re.search(rf" {re.escape(option)} (?:(?!\[default:).)*\[default: {re.escape(default)}\]", text), \
+            (option, text)
+    assert "[default: unset]" not in text and "(30)" not in text, text
