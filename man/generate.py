@@ -90,16 +90,7 @@ def toml_literal(value: Any) -> str:
 
 
 def default_text(setting: Setting) -> str:
-    value = setting.default
-    if value is None:
-        return "unset"
-    if setting.is_flag:
-        return "off" if not value else "on"
-    if isinstance(value, (list, tuple, dict)) and not value:
-        return "none"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    return setting.default_text()  # the same words as `pycluster run --help`
 
 
 def toml_type(setting: Setting) -> str:

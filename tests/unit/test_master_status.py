@@ -61,7 +61,8 @@ def test_status_renders_the_spec_shape():
         "name": "app", "pid": 123, "version": "9.9", "state": "running", "policy": "rr", "generation": 2,
         "workers_wanted": 2, "uptime_s": 12.5, "target": "app:main",
         "listeners": [{"address": "127.0.0.1", "port": 8000, "address_type": 4},
-                      {"address": "/run/a.sock", "port": None, "address_type": -1}]}
+                      {"address": "/run/a.sock", "port": None, "address_type": -1}],
+        "app_listeners": []}
     assert result["workers"] == [  # by slot
         {"id": 1, "pid": 124, "generation": 1, "state": "listening", "ready": True, "uptime_s": 12.3, "restarts": 0,
          "connections": 5012, "cpu_percent": 3.0, "rss_bytes": 21_000_000, "last_exit": None, "warning": None},

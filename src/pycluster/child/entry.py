@@ -61,13 +61,17 @@ def prepare(obj: Any, target: str) -> Callable[[], Any]:
 
 
 def _report_import_error(target: str, exc: BaseException) -> None:
-    """The app's traceback without pycluster's and importlib's frames."""
+    sys.stderr.write(f"pycluster: cannot load {target!r}:\n")
+    _report_app_error(exc)
+
+
+def _report_app_error(exc: BaseException) -> None:
+    """The app's traceback without pycluster's and importlib's frames above it."""
     import traceback
     tb = exc.__traceback__
     while tb is not None and (tb.tb_frame.f_code.co_filename == __file__
                               or "importlib" in tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
-    sys.stderr.write(f"pycluster: cannot load {target!r}:\n")
     sys.stderr.write("".join(traceback.format_exception(type(exc), exc, tb)))
     sys.stderr.flush()
 
@@ -114,6 +118,11 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
 if __name__ == "__main__":
     from pycluster.child import runtime as child
     try:
-        sys.exit(main())
+        try:
+            code = main()
+        except Exception as exc:  # noqa: BLE001 - the app's failure: its frames only, exit 1 as Python does
+            _report_app_error(exc)
+            code = 1
+        sys.exit(code)
     finally:
         child.leaving()  # a CLI worker whose app returned (or failed) exits now

@@ -17,8 +17,28 @@ from ..errors import EXIT_NO_MASTER, EXIT_USAGE, ControlError
 from ..master.config import SETTINGS, RunConfig, Setting
 
 
+def _words(words: tuple[str, ...]):
+    """Shell completion of an option's values (click calls it with what is typed so far)."""
+    def complete(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+        return [word for word in words if word.startswith(incomplete)]
+    return complete
+
+
+def _master_names(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of ``-n``: the masters running for this user."""
+    return [name for name in client.live_names() if name.startswith(incomplete)]
+
+
 def _option(setting: Setting):
+    # default stays None (an option not given must not override the file or the
+    # environment), so --help gets the real default in the help text, in the
+    # man page's words (click's show_default would print "(30)").
     kwargs: dict[str, Any] = {"help": setting.help, "default": None, "show_envvar": False}
+    shown = setting.default_text()
+    if shown not in ("unset", "", "off") and "default:" not in setting.help.lower():
+        kwargs["help"] = f"{setting.help}  [default: {shown}]"
+    if setting.choices:
+        kwargs["shell_complete"] = _words(setting.choices)
     if setting.is_flag:
         kwargs["is_flag"] = True
     else:
@@ -55,7 +75,7 @@ def run_cmd(target: str | None, config_file: str | None, **flags) -> None:
 
 def _control_options(fn):
     fn = click.option("--control", metavar="PATH", default=None, help="Control socket path.")(fn)
-    fn = click.option("-n", "--name", metavar="NAME", default=None,
+    fn = click.option("-n", "--name", metavar="NAME", default=None, shell_complete=_master_names,
                       help="The master to talk to (default: the only one running).")(fn)
     return fn
 

@@ -63,6 +63,13 @@ def resolve(name: str | None, control: str | None = None) -> str:
     return live[0]
 
 
+def live_names() -> list[str]:
+    """The names of the masters answering in the runtime directory (what
+    ``-n`` completes to): sockets nobody listens on are left out."""
+    ignored: list[str] = []
+    return [os.path.basename(p).removesuffix(".sock") for p in paths.candidates() if _alive(p, ignored)]
+
+
 def _alive(path: str, foreign: list[str]) -> bool:
     try:
         s = _connect(path, 0.5)

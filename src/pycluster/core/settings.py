@@ -47,6 +47,27 @@ class Setting:
         return "PYCLUSTER_" + self.name.upper()
 
     @property
+    def choices(self) -> tuple[str, ...]:
+        """The words a value may be, from the metavar (``rr|none|reuseport``;
+        ``N|auto`` gives ``auto``): what shell completion offers."""
+        if "|" not in self.metavar:
+            return ()
+        return tuple(word for word in self.metavar.split("|") if word.islower())
+
+    def default_text(self) -> str:
+        """The default as ``--help`` and the man page show it."""
+        value = self.default
+        if value is None:
+            return "unset"
+        if self.is_flag:
+            return "off" if not value else "on"
+        if isinstance(value, (list, tuple, dict)) and not value:
+            return "none"
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+    @property
     def env_only(self) -> bool:
         """A tuning knob: no flag, no TOML key, only ``PYCLUSTER_<NAME>``."""
         return not self.flags and not self.toml

@@ -97,6 +97,7 @@ class Arbiter:
         self.control: ControlServer | None = None
         self.boot_failure: str | None = None
         self.boot_failure_code = EXIT_BOOT
+        self.strays_said: set[str] = set()  # addresses outside --bind a worker listens on, logged once
         self.booting: dict[int, asyncio.Future[bool]] = {}  # reload replacements, by worker id
         self.notify: Notifier | None = None  # systemd hooks (ops/systemd.py)
         self.tasks = TaskSet(self.logs.master)  # tasks the master owns (keep_task)
@@ -110,7 +111,7 @@ class Arbiter:
     # -- setup (engine_setup.py) -------------------------------------------------
     def configure_engine(self) -> None:
         handlers: dict[str, Callable[..., Any]] = {
-            "online": self._maybe_ready, "listening": lambda worker, _address: self._maybe_ready(worker),
+            "online": self._maybe_ready, "listening": self._on_listening,
             "exit": self._on_exit}
         engine_setup.configure_engine(self.engine, self.cfg, handlers)
 
@@ -241,6 +242,25 @@ class Arbiter:
     def is_ready(self, worker: PrimaryWorker) -> bool:
         return readiness.is_ready(worker, [h.key for h in self.engine.master_listeners])
 
+    def _strays(self, worker: PrimaryWorker) -> list[Any]:
+        """The addresses ``worker`` listens on that are none of the master's listeners."""
+        ours = {h.key for h in self.engine.master_listeners}
+        handles = self.engine.listeners.handles
+        return [handles[key].address for key in sorted(worker.listening_keys - ours) if key in handles]
+
+    def _on_listening(self, worker: PrimaryWorker, _address: Any) -> None:
+        # Allowed (Node shares any address a worker binds; an app may serve an
+        # admin port too), but said at once: an app that binds another port than
+        # --bind would otherwise wait out boot_timeout without a word.
+        waited = [h.address for h in self.engine.master_listeners]
+        if waited:
+            for address in self._strays(worker):
+                if str(address) not in self.strays_said:
+                    self.strays_said.add(str(address))
+                    self.logs.master(readiness.stray_listener(f"worker {worker.id} (pid {worker.pid})",
+                                                              address, waited))
+        self._maybe_ready(worker)
+
     def _maybe_ready(self, worker: PrimaryWorker) -> None:
         pending = self.booting.get(worker.id)
         if pending is not None:
@@ -278,19 +298,24 @@ class Arbiter:
         slot = self.by_worker.get(worker.id)
         if slot is not None and slot.worker is worker and not slot.ready:
             self.logs.master(f"worker {worker.id} (pid {worker.pid}) not ready after"
-                             f" {self.cfg.boot_timeout:g}s; killing it")
+                             f" {self.cfg.boot_timeout:g}s{self._where(worker)}; killing it")
             worker.signal("SIGKILL")
 
     def _check_first_generation(self) -> None:
         if self.state == "starting":
             slot = readiness.laggard(self.slots.values())
-            self.boot_failed(slot.worker if slot is not None else None,
-                             f"not ready after {self.cfg.boot_timeout:g}s")
+            worker = slot.worker if slot is not None else None
+            self.boot_failed(worker, f"not ready after {self.cfg.boot_timeout:g}s"
+                                     f"{self._where(worker) if worker is not None else ''}")
+
+    def _where(self, worker: PrimaryWorker) -> str:
+        return readiness.where_it_listens(self._strays(worker), [h.address for h in self.engine.master_listeners])
 
     def boot_failed(self, worker: PrimaryWorker | None, why: str, *, first: bool = True) -> None:
         tail = self.stderr_tails.get(worker.id, ()) if worker is not None else ()
         who = f"worker {worker.id} (pid {worker.pid})" if worker is not None else "a worker"
-        self.halt(readiness.boot_failure(self.name, who, why, tail, first=first))
+        self.halt(readiness.boot_failure(self.name, who, why, tail, first=first,
+                                         shown=self.logs.lines_reach_stderr()))
 
     def halt(self, failure: str, *, code: int = EXIT_BOOT) -> None:
         """A boot failure: stop now; ``pycluster run`` prints ``failure`` and exits
@@ -384,4 +409,7 @@ class Arbiter:
             self.done.set_result(self.exit_code or EXIT_OK)
 
     def status(self) -> dict[str, Any]:
-        return status_reply.render(self, self.engine.master_listeners)
+        ours = self.engine.master_listeners
+        # A handle sits under two keys at times (its asked-for and its real address): once each.
+        apps = {id(h): h for h in self.engine.listeners.handles.values() if h not in ours}
+        return status_reply.render(self, ours, app_listeners=sorted(apps.values(), key=lambda h: str(h.address)))

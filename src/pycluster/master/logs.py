@@ -142,6 +142,17 @@ class LogBook:
         self.sink.start()
         self._readers: dict[int, list[Any]] = {}
 
+    def lines_reach_stderr(self) -> bool:
+        """Do workers' lines go where the master's stderr goes (a terminal, or
+        one file for both)? A boot failure then need not repeat its stderr tail."""
+        if self.sink.fd is not None:
+            return False
+        try:
+            out, err = os.fstat(1), os.fstat(2)
+        except OSError:
+            return False
+        return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
     def master(self, text: str) -> None:
         # The master's own line breaks stay (a reload failure lists stderr lines below it).
         self._line(None, "master", "\n".join(map(printable, text.split("\n"))))

@@ -44,16 +44,39 @@ def laggard(slots: Iterable[Slot]) -> Slot | None:
     return next((slot for slot in slots if not slot.ready), None)
 
 
-def boot_failure(name: str, who: str, why: str, stderr_tail: Iterable[str], *, first: bool = True) -> str:
+def boot_failure(name: str, who: str, why: str, stderr_tail: Iterable[str], *, first: bool = True,
+                 shown: bool = False) -> str:
     """What the master says, and ``pycluster run`` prints, when the first
-    generation never became ready (``first``), or a worker failed to boot."""
+    generation never became ready (``first``), or a worker failed to boot.
+    ``shown``: the worker's stderr already reached where this message goes
+    (the terminal), so it is pointed at, not printed twice."""
     tail = list(stderr_tail)
     what = "the first generation never became ready" if first else "a worker failed to boot"
     lines = [f"{name}: {what}: {who} {why}"]
-    if tail:
+    if tail and shown:
+        lines[0] += " (its stderr is above)"
+    elif tail:
         lines.append(f"last lines of {who}'s stderr:")
         lines.extend("  " + line for line in tail)
     return "\n".join(lines)
+
+
+def where_it_listens(listening: Iterable[Any], waited: Iterable[Any]) -> str:
+    """Why a worker that listens somewhere is not ready: its addresses and the
+    master's (an app that binds another port than ``--bind``); "" if none."""
+    theirs = ", ".join(map(str, listening))
+    if not theirs:
+        return ""
+    return f" (it listens on {theirs}; the master waits for it on {', '.join(map(str, waited))})"
+
+
+def stray_listener(who: str, address: Any, waited: Iterable[Any]) -> str:
+    """The line the master logs, once per address, when a worker listens on an
+    address that is none of the master's listeners (--bind)."""
+    ours = ", ".join(map(str, waited))
+    return (f"{who} listens on {address}, which is not a --bind address ({ours}): the master shares"
+            f" it among the workers, but a worker is ready only once it listens on {ours};"
+            f" bind that, or serve pycluster.listeners()")
 
 
 def format_listener(address: Any) -> str:

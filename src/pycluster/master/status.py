@@ -51,19 +51,24 @@ class Listener(Protocol):
 
 def render(source: StatusSource, listeners: Iterable[Listener], *, sample: Sampler | None = None,
            now: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-           pid: int | None = None) -> dict[str, Any]:
+           pid: int | None = None, app_listeners: Iterable[Listener] = ()) -> dict[str, Any]:
+    """The status reply. ``listeners`` are the master's own (--bind);
+    ``app_listeners`` the other addresses the workers listen on through the
+    master (the app bound them itself), so a master without --bind still
+    says where it serves."""
     if sample is None:
         from ..core import stats  # psutil: imported when a status is asked for
         sample = stats.sample
-    listeners = list(listeners)
+    listeners, app_listeners = list(listeners), list(app_listeners)
     cfg: StatusConfig = source.cfg
-    workers = [_worker(source.slots[index], listeners, sample, monotonic(), cfg.max_memory)
+    workers = [_worker(source.slots[index], listeners + app_listeners, sample, monotonic(), cfg.max_memory)
                for index in sorted(source.slots)]
     return {
         "name": source.name, "pid": os.getpid() if pid is None else pid, "version": source.version,
         "state": source.state, "policy": cfg.policy, "generation": source.generation,
         "workers_wanted": source.wanted, "uptime_s": round(now() - source.started_at, 3), "target": cfg.app,
         "listeners": [listener_entry(h) for h in listeners],
+        "app_listeners": [listener_entry(h) for h in app_listeners],
         "workers": workers,
     }
 

@@ -108,7 +108,8 @@ def serving(status: dict[str, Any]) -> int:
 
 def header(status: dict[str, Any], with_serving: bool = True) -> Text:
     """Name, state, master pid, policy, generation, uptime; then listeners, workers serving, target."""
-    listeners = ", ".join(fmt_listener(x) for x in status.get("listeners", [])) or "none"
+    apps = [f"{fmt_listener(x)} (bound by the app)" for x in status.get("app_listeners", [])]
+    listeners = ", ".join([*(fmt_listener(x) for x in status.get("listeners", [])), *apps]) or "none"
     workers = f"  workers {serving(status)}/{status.get('workers_wanted')} serving" if with_serving else ""
     text = Text.assemble((str(status.get("name")), "bold"), "  ", _state(status.get("state")),
                          f"  master pid {status.get('pid')}  policy {status.get('policy')}"

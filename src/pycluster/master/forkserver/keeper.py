@@ -82,7 +82,7 @@ class ForkServerKeeper:
             if host.state == "starting" and server.usage_error:
                 host.halt(error.removeprefix("pycluster: "), code=EXIT_USAGE)
             elif host.state == "starting":
-                host.halt(f"{host.name}: the fork server could not load the app: {error}")
+                host.halt(f"{host.name}: the fork server could not load the app: {error.removeprefix('pycluster: ')}")
             return False
         host.logs.master(f"fork server (pid {server.pid}) loaded {host.cfg.app}")
         assert server.pidfd is not None
