@@ -51,6 +51,7 @@ class MetricsPush:
         self._channel = channel
         self._last_app: list[Any] | None = None
         self._last_sent = 0.0
+        self._failed = False
 
     def start(self) -> None:
         self._loop.call_soon_threadsafe(self._tick)
@@ -72,8 +73,11 @@ class MetricsPush:
         try:
             families = collect(registry)
         except Exception as exc:  # noqa: BLE001 - an app's collector failing must not end the channel thread
-            print(f"pycluster: cannot collect the app's metrics: {exc!r}", file=sys.stderr)
+            if not self._failed:  # said once, not every period
+                self._failed = True
+                print(f"pycluster: cannot collect the app's metrics: {exc!r}", file=sys.stderr)
             return False
+        self._failed = False
         app = [f for f in families if not f[0].startswith(_RUNTIME_PREFIXES)]
         now = time.monotonic()
         if app == self._last_app and now - self._last_sent < REFRESH:

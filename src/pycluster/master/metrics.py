@@ -110,9 +110,7 @@ class AppMetrics:
 
     def retire(self, worker_id: int) -> None:
         """The worker is gone: its counts join the retired totals."""
-        families = self.live.pop(worker_id, None)
-        if families is None:
-            return
+        families = self.live.pop(worker_id, [])  # none yet: a push still in flight counts in full
         self._retire(families, sign=1.0)
         self.ghosts[worker_id] = families
         while len(self.ghosts) > GHOSTS:
