@@ -189,3 +189,23 @@ def test_a_busy_metrics_address_fails_run_with_exit_1(pyc):
         master = pyc.run_to_end("okapp:app", "-w", "1", "--metrics", f"127.0.0.1:{mport}", timeout=15)
     assert master.proc.returncode == 1
     assert f"--metrics 127.0.0.1:{mport}" in master.output(), master.output()
+
+
+def test_a_worker_silenced_by_sigstop_counts_as_a_heartbeat_restart(pyc):
+    pyc.write("okapp.py", "from fastapi import FastAPI\napp = FastAPI()\n")
+    port, mport = unused_port(), unused_port()
+    master = pyc.start("okapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}",
+                       "--timeout", "1")
+    master.wait_ready(timeout=20)
+    victim = master.status()["workers"][0]["pid"]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        wait_until(lambda: value(scrape(mport), "pycluster_worker_restarts", "pycluster_worker_restarts_total",
+                                 cause="heartbeat") == 1, 15, "a heartbeat restart counted", master.output)
+    finally:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    families = scrape(mport)
+    assert value(families, "pycluster_worker_restarts", "pycluster_worker_restarts_total", cause="crash") == 0
