@@ -113,6 +113,7 @@ def toml_type(setting: Setting) -> str:
         config.parse_size: 'integer (bytes) or string ("512M", "1G")',
         config._interface: '"auto", "asgi", "wsgi" or "call"',
         config._log_format: '"text" or "json"',
+        config._metrics_address: 'string (a TCP address, "127.0.0.1:9100")',
         config._threads: "integer (1-1024)",
         config._ip_list: 'string ("*" or comma-separated addresses and networks)',
         config._root_path: 'string (a URL path, "/api")',

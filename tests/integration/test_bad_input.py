@@ -407,7 +407,7 @@ WRONG_TYPE = {
     "min_uptime": "[1]", "user": "1.5", "group": "[]", "daemon": "1", "pidfile": "5", "log_file": "true",
     "control": "[]", "interface": "1", "factory": '"maybe"', "threads": "2.5", "keep_alive": '"long"',
     "access_log": "1", "proxy_headers": '"yes please"', "forwarded_allow_ips": "5", "root_path": "[]",
-    "log_format": "1",
+    "log_format": "1", "metrics": "9100",
 }
 # Out-of-range values (TOML syntax), for the settings that have a range or a closed set of values.
 OUT_OF_RANGE = {
@@ -419,6 +419,7 @@ OUT_OF_RANGE = {
     "group": ["-1", '"no-such-group-pyc"', "4294967296"], "chdir": ['"/nonexistent/pycluster-test"'],
     "interface": ['"asgi2"'], "threads": ["0", "1025"], "keep_alive": ["0", "-1"],
     "forwarded_allow_ips": ['"10.0.0.300"', '""'], "root_path": ['"api"'], "log_format": ['"xml"'],
+    "metrics": ['"127.0.0.1:70000"', '"unix:/tmp/m.sock"', '"nowhere"'],
 }
 BASE = {"app": '"no_such_module_pyc:main"', "workers": "1", "name": '"cfgfuzz"'}
 

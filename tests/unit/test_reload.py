@@ -12,6 +12,7 @@ import pytest
 
 from pycluster.control.protocol import RequestError
 from pycluster.master import config
+from pycluster.master.metrics import ClusterCounts
 from pycluster.master.reload import Progress, RollingReload, reread_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -78,6 +79,7 @@ class FakeMaster:
         self.notify = None
         self.logs = FakeLogs()
         self.heartbeats, self.memory = FakeCheck(), FakeCheck()
+        self.counts = ClusterCounts()
         self.slots = {i: FakeSlot(i) for i in range(1, workers + 1)}
         self.wanted = workers
         self.stderr_tails: dict = {}

@@ -35,6 +35,7 @@ from ..errors import WORKER_BOOT_ERROR, ChannelClosedError
 from ..ipc.channel import KIND_INTERNAL
 from ..ipc.messages import (
     ACT,
+    ENV_APP_METRICS,
     ENV_CHANNEL_FD,
     ENV_HEARTBEAT,
     ENV_INSPECT_PORT,
@@ -67,7 +68,9 @@ class BootSettings:
     """What the primary told this worker through its environment."""
 
     def __init__(self, worker_id: int, channel_fd: int, ppid: int = 0, stdio: str = "",
-                 inspect_port: int | None = None, heartbeat: float | None = None, defer_online: bool = False):
+                 inspect_port: int | None = None, heartbeat: float | None = None, defer_online: bool = False,
+                 metrics: float | None = None):
+        self.metrics = metrics  # the master's --metrics: seconds between checks of the app's samples
         self.worker_id = worker_id
         self.channel_fd = channel_fd
         self.ppid = ppid
@@ -86,10 +89,11 @@ class BootSettings:
             raise BootError("worker started without its channel (PYCLUSTER_CHANNEL_FD)") from None
         inspect_port = env.pop(ENV_INSPECT_PORT, None)
         heartbeat = env.pop(ENV_HEARTBEAT, None)
+        metrics = env.pop(ENV_APP_METRICS, None)
         return cls(worker_id, channel_fd, int(env.pop(ENV_PPID, "0") or 0), env.pop(ENV_STDIO, ""),
                    None if inspect_port is None else int(inspect_port),
                    float(heartbeat) if heartbeat else None,
-                   env.pop(ENV_ONLINE, "") == ONLINE_AFTER_LOAD)
+                   env.pop(ENV_ONLINE, "") == ONLINE_AFTER_LOAD, float(metrics) if metrics else None)
 
 
 class WorkerRuntime:
@@ -163,6 +167,9 @@ def boot() -> WorkerRuntime:
     runtime = WorkerRuntime(settings.worker_id, sock, settings.heartbeat, exits)
     _current = runtime
     runtime.start(online=not settings.defer_online)
+    if settings.metrics is not None:
+        from .metrics import MetricsPush  # only under a master's --metrics; nothing imported until the app is
+        MetricsPush(settings.metrics, runtime.loop, runtime.channel).start()
     if settings.inspect_port is not None:
         _start_debugger(settings.worker_id, settings.inspect_port)
     return runtime

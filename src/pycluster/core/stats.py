@@ -34,6 +34,19 @@ def sample(pid: int) -> tuple[float | None, int | None]:
         return None, None
 
 
+def usage(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds, user and system, since start; rss bytes) of a live process; None once gone."""
+    import psutil
+
+    try:
+        proc = _procs.get(pid) or psutil.Process(pid)
+        with proc.oneshot():
+            times = proc.cpu_times()
+            return times.user + times.system, proc.memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
 def forget(pid: int) -> None:
     """Drop ``pid``'s cached process (the master calls it when a worker is reaped)."""
     _procs.pop(pid, None)

@@ -162,6 +162,19 @@ def _redact(item: Any) -> str:
     return f"{key}=..." if sep else (key[:40] + ("..." if len(key) > 40 else ""))
 
 
+def _metrics_address(value: Any) -> str | None:
+    """--metrics: one TCP HOST:PORT ([V6]:PORT, :PORT) the master serves HTTP on."""
+    from ..core.sockets import parse_address
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected a TCP address HOST:PORT")
+    spec = parse_address(value)  # raises ValueError naming the address
+    if spec.kind != "tcp":
+        raise ValueError(f"bad address {value!r}: expected a TCP address HOST:PORT")
+    return value.strip()
+
+
 def _interface(value: Any) -> str:
     text = value.strip().lower() if isinstance(value, str) else value
     if text not in ("auto", "asgi", "wsgi", "call"):

@@ -27,15 +27,17 @@ import pycluster as cluster
 from ..control import commands
 from ..core import stats
 from ..errors import EXIT_BOOT, EXIT_OK, EXIT_USAGE, WORKER_BOOT_ERROR, WORKER_USAGE_ERROR
-from ..ipc.messages import ENV_HEARTBEAT, ENV_ONLINE, ENV_READY_FD, ENV_SERVE, ONLINE_AFTER_LOAD
+from ..ipc.messages import ENV_APP_METRICS, ENV_HEARTBEAT, ENV_ONLINE, ENV_READY_FD, ENV_SERVE, ONLINE_AFTER_LOAD
 from ..primary.engine import Engine, PrimaryWorker
 from ..serve.options import ServeOptions
 from . import engine_setup, readiness
 from . import status as status_reply
 from .config import RunConfig, resolve_workers
+from .exporter import PUSH_PERIOD, Exporter
 from .forkserver.client import ForkServer
 from .forkserver.keeper import ForkServerKeeper
 from .logs import LogBook
+from .metrics import ClusterCounts
 from .orphans import reap_orphans
 from .reload import Progress, RollingReload
 from .signals import SigchldSetter, captured_signals
@@ -107,16 +109,19 @@ class Arbiter:
         self.forkservers = ForkServerKeeper(self)
         self.heartbeats = HeartbeatCheck(self)
         self.memory = MemoryCheck(self)
+        self.counts = ClusterCounts()  # restarts by cause, reloads by outcome
+        self.exporter = Exporter(self)  # --metrics
 
     # -- setup (engine_setup.py) -------------------------------------------------
     def configure_engine(self) -> None:
         handlers: dict[str, Callable[..., Any]] = {
             "online": self._maybe_ready, "listening": self._on_listening,
-            "exit": self._on_exit}
+            "exit": self._on_exit, "internal:metrics": self.exporter.received}
         engine_setup.configure_engine(self.engine, self.cfg, handlers)
 
     def bind(self) -> None:
         engine_setup.bind(self.engine, self.cfg.bind)
+        self.exporter.listen()
 
     # -- running ----------------------------------------------------------------
     async def main(self) -> int:
@@ -134,6 +139,7 @@ class Arbiter:
         await control.start()
         code: int | None = None
         try:
+            await self.exporter.start()
             with captured_signals(loop, SIGNALS, self._signal) as on_sigchld:
                 code = await self._serve(done, on_sigchld)
             return code
@@ -141,6 +147,7 @@ class Arbiter:
             self.heartbeats.cancel()
             self.memory.cancel()
             self.forkservers.close()
+            await self.exporter.close()
             await control.close()
             if code is not None:  # the last line: nothing of the cluster is left, the socket is gone
                 self.logs.master(f"{self.name}: stopped (exit {code})")
@@ -193,6 +200,8 @@ class Arbiter:
         env[ENV_SERVE] = ServeOptions.from_settings(self.cfg.values).encode()  # how to serve it (SPEC 8)
         if self.cfg.timeout:
             env[ENV_HEARTBEAT] = str(self.cfg.timeout)
+        if self.cfg.metrics:
+            env[ENV_APP_METRICS] = str(PUSH_PERIOD)
         return env
 
     def rolling_reload(self, on_progress: Callable[[Progress], None] | None = None) -> RollingReload:
@@ -325,6 +334,7 @@ class Arbiter:
         self.stop(code, immediate=True)
 
     def _on_exit(self, worker: PrimaryWorker, code: int | None, sig: str | None) -> None:
+        self.exporter.gone(worker)  # what its app counted joins the retired totals
         pending = self.booting.get(worker.id)
         if pending is not None:
             self.logs.detach(worker)
@@ -368,6 +378,7 @@ class Arbiter:
         uptime = time.monotonic() - slot.started
         self.logs.master(f"worker {worker.id} (pid {worker.pid}) exited with {how}"
                          f" after {uptime:.1f}s; replacing it")
+        self.counts.restarted("heartbeat" if worker.id in self.heartbeats.aborted else "crash")
         self.workforce.restart(slot, crashed=uptime < self.cfg.min_uptime)
 
     # -- commands ----------------------------------------------------------------

@@ -30,6 +30,7 @@ from ._validate import (
     _interface,
     _ip_list,
     _log_format,
+    _metrics_address,
     _name,
     _path,
     _policy,
@@ -142,6 +143,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Log lines as text (a timestamp, [worker N] or [pycluster], the line) or json (one object per"
             " line: time, source, worker, pid, stream, line), on the terminal and in --log-file.",
             metavar="text|json", on_reload=RESTART),
+    Setting("metrics", ("--metrics",), _metrics_address, None,
+            "Serve HTTP on this TCP address: /metrics (Prometheus text: the cluster's and the apps'"
+            " prometheus_client metrics, merged), /healthz (the master runs), /readyz (every wanted"
+            " worker is ready).", metavar="ADDR", on_reload=RESTART),
     Setting("control", ("--control",), _path, None,
             "Control socket path (default: $PYCLUSTER_RUNTIME_DIR/NAME.sock, see the man page).",
             metavar="PATH", on_reload=RESTART),
@@ -191,6 +196,7 @@ class RunConfig:
     pidfile: str | None
     log_file: str | None
     log_format: str
+    metrics: str | None
     control: str | None
     sources: Mapping[str, str] = field(default_factory=_no_sources, compare=False)  # key -> flag, variable, file
     file: str | None = field(default=None, compare=False)

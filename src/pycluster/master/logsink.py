@@ -48,6 +48,7 @@ class Sink(threading.Thread):
         self.log_file = log_file
         self.fd: int | None = open_log(log_file) if log_file else None
         self.dropped = 0
+        self.dropped_total = 0  # since start (the metric pycluster_log_lines_dropped_total)
         self.lost = 0  # lines whose write failed
         self.lost_reason = ""
         self.render = logline.RENDER[log_format]
@@ -59,6 +60,7 @@ class Sink(threading.Thread):
         with self.lock:
             if self.waiting[master] >= SINK_QUEUE or self.chars[master] + size > SINK_CHARS:
                 self.dropped += 1
+                self.dropped_total += 1
                 return
             self.waiting[master] += 1
             self.chars[master] += size

@@ -38,6 +38,7 @@ from ..primary.spawn import credentials
 from . import config
 from .config import RunConfig, resolve_workers
 from .logs import LogBook
+from .metrics import ClusterCounts
 
 STDERR_TAIL = 20
 INTERRUPTED = "the reload was interrupted (the cluster is stopping)"
@@ -121,6 +122,7 @@ class ReloadHost(BootHost, Protocol):
     scale_after_reload: Any
     config_workers: Any
     forkserver: Any
+    counts: ClusterCounts
 
     @property
     def cfg_flags(self) -> Mapping[str, Any]: ...
@@ -220,6 +222,7 @@ class RollingReload:
             self.host.logs.master(f"reload: progress reporting failed: {exc!r}")
 
     def _result(self, ok: bool, message: str) -> ReloadResult:
+        self.host.counts.reloaded(ok)
         return ReloadResult(ok, message, self.generation, self._replaced, self._total,
                             round(time.monotonic() - self._started, 3))
 
@@ -322,6 +325,7 @@ class RollingReload:
         if old is not None:
             host.retire_worker(old)
         self._replaced += 1
+        host.counts.restarted("reload")
         self._progress(new)
 
     def _scale(self) -> None:

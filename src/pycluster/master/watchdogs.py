@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import pycluster as cluster
 
 from .logs import LogBook
+from .metrics import ClusterCounts
 from .slots import Slot
 from .workforce import heartbeat_contract, kill_late
 
@@ -35,6 +36,7 @@ class Host(Protocol):
     state: str
     logs: LogBook
     loop: asyncio.AbstractEventLoop | None
+    counts: ClusterCounts
 
     @property
     def slots(self) -> dict[int, Slot]: ...
@@ -215,6 +217,7 @@ class MemoryCheck(Periodic):
             old = slot.worker
             arbiter.adopt(slot, new, generation)
             slot.restarts += 1
+            arbiter.counts.restarted("memory")
             slot.memory_fresh = new.id
             if old is not None:
                 arbiter.retire_worker(old)
