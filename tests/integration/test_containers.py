@@ -298,11 +298,7 @@ def test_dockerfile_commands_run_as_the_container(image, container):
         after = health()
         assert after.returncode == 3, f"after the stop: exit 3 expected\n{after}"
     finally:
-        try:
-            os.killpg(master.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        master.wait(timeout=5)
+        _kill_group(master)
 
 
 # An app whose workers ignore SIGTERM: only the master's SIGKILL after graceful_timeout ends them.
@@ -344,11 +340,16 @@ def test_stop_ends_within_graceful_timeout_plus_a_margin(image, container):
         margin = DOCKER_STOP_TIMEOUT - float(image.env["PYCLUSTER_GRACEFUL_TIMEOUT"])
         assert graceful <= took < graceful + margin / 2, (took, output)
     finally:
-        try:
-            os.killpg(master.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        master.wait(timeout=5)
+        _kill_group(master)
+
+
+def _kill_group(master: subprocess.Popen) -> None:
+    """Whatever happened, nothing of the cluster outlives the test."""
+    try:
+        os.killpg(master.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    master.wait(timeout=5)
 
 
 def _docker_answers() -> bool:
@@ -511,8 +512,4 @@ def test_manifest_probe_commands_run_against_a_master(manifest, image, container
         master.send_signal(signal.SIGTERM)
         assert master.wait(timeout=DOCKER_STOP_TIMEOUT) == 0
     finally:
-        try:
-            os.killpg(master.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        master.wait(timeout=5)
+        _kill_group(master)
