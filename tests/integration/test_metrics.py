@@ -209,3 +209,86 @@ def test_a_worker_silenced_by_sigstop_counts_as_a_heartbeat_restart(pyc):
             pass
     families = scrape(mport)
     assert value(families, "pycluster_worker_restarts", "pycluster_worker_restarts_total", cause="crash") == 0
+
+
+DRAINING_APP = """
+    import asyncio
+    import pycluster
+    from fastapi import FastAPI
+    from prometheus_client import Counter, Gauge
+
+    REQUESTS = Counter("app_requests", "Requests answered.")
+    WAITING = Gauge("app_waiting", "Slow requests waiting for this worker's disconnect.")
+    app = FastAPI()
+
+    @app.get("/")
+    def root():
+        REQUESTS.inc()
+        return {}
+
+    @app.get("/slow")
+    async def slow():
+        WAITING.inc()
+        for _ in range(300):  # answered once the worker left the cluster (a reload), 15 s at most
+            if not pycluster.worker.is_connected():
+                break
+            await asyncio.sleep(0.05)
+        REQUESTS.inc()  # counted after the worker's channel closed, while it drains
+        return {"connected": pycluster.worker.is_connected()}
+"""
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["fork", "preload"])
+def test_requests_answered_while_draining_are_counted(pyc, preload):
+    """A reload disconnects the old workers, which then answer their accepted
+    requests: the counts made then reach the master (the metrics socket
+    outlives the channel; the last samples are written at exit)."""
+    pyc.write("drainapp.py", DRAINING_APP)
+    port, mport = unused_port(), unused_port()
+    master = pyc.start("drainapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}",
+                       *(["--preload"] if preload else []))
+    assert master.wait_ready(timeout=30) == 2
+    hammer(port, 20)
+    slow = 6
+
+    def get_slow(_i: int) -> bytes:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", "/slow", headers={"Connection": "close"})
+            resp = conn.getresponse()
+            assert resp.status == 200
+            return resp.read()
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(slow) as pool:
+        answers = pool.map(get_slow, range(slow))
+        wait_until(lambda: sum(s.value for s in scrape(mport)["app_waiting"].samples) == slow, 10,
+                   f"{slow} slow requests in the workers")
+        result = pyc.cli("reload", "-n", "app", timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert set(answers) == {b'{"connected":false}'}  # every one answered after its worker's disconnect
+    expected = 20 + slow
+    wait_until(lambda: value(scrape(mport), "app_requests", "app_requests_total") == expected, 10,
+               f"app_requests_total == {expected}",
+               lambda: str(value(scrape(mport), "app_requests", "app_requests_total")))
+    master.wait_status(lambda st: len(st["workers"]) == 2 and all(w["ready"] for w in st["workers"]), 15,
+                       "the new generation alone")
+    assert value(scrape(mport), "app_requests", "app_requests_total") == expected
+
+
+def test_handoffs_are_counted_per_policy(pyc):
+    pyc.write("okapp.py", "from fastapi import FastAPI\napp = FastAPI()\n")
+    port, mport = unused_port(), unused_port()
+    master = pyc.start("okapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}",
+                       "--policy", "rr")
+    master.wait_ready(timeout=20)
+    before = scrape(mport)
+    handed = value(before, "pycluster_handoffs", "pycluster_handoffs_total", policy="rr")
+    assert handed is not None
+    assert value(before, "pycluster_handoffs_reclaimed", "pycluster_handoffs_reclaimed_total",
+                 policy="rr", reason="stalled") == 0
+    for _ in range(30):  # one connection each
+        assert http_get(port, path="/nope")[0] == 404
+    after = scrape(mport)
+    assert value(after, "pycluster_handoffs", "pycluster_handoffs_total", policy="rr") == handed + 30

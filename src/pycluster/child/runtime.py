@@ -35,6 +35,7 @@ from ..errors import WORKER_BOOT_ERROR, ChannelClosedError
 from ..ipc.channel import KIND_INTERNAL
 from ..ipc.messages import (
     ACT,
+    APP_METRICS_FD,
     ENV_APP_METRICS,
     ENV_CHANNEL_FD,
     ENV_HEARTBEAT,
@@ -168,11 +169,23 @@ def boot() -> WorkerRuntime:
     _current = runtime
     runtime.start(online=not settings.defer_online)
     if settings.metrics is not None:
-        from .metrics import MetricsPush  # only under a master's --metrics; nothing imported until the app is
-        MetricsPush(settings.metrics, runtime.loop, runtime.channel).start()
+        _push_metrics(settings.metrics, runtime)
     if settings.inspect_port is not None:
         _start_debugger(settings.worker_id, settings.inspect_port)
     return runtime
+
+
+def _push_metrics(period: float, runtime: WorkerRuntime) -> None:
+    """Under a master's --metrics: the app's samples go out on stdio[3] (child/metrics.py)."""
+    from .metrics import MetricsPush  # nothing of prometheus_client imported until the app does
+    try:
+        sock = socket.socket(fileno=APP_METRICS_FD)
+    except OSError as exc:
+        print(f"pycluster: worker {runtime.worker.id}: no metrics socket on fd {APP_METRICS_FD}: {exc}",
+              file=sys.stderr)
+        return
+    sock.set_inheritable(False)  # the app's subprocesses do not hold it
+    MetricsPush(period, runtime.loop, sock).start()
 
 
 def _start_debugger(worker_id: int, port: int) -> None:

@@ -27,11 +27,10 @@ CLOSE: Final = "close"  # a server in the worker closed its handle
 ONLINE: Final = "online"  # the worker booted (or imported its app, with PYCLUSTER_ONLINE=after-load)
 HEARTBEAT: Final = "heartbeat"  # the worker's loop is alive (--timeout)
 EXITED_AFTER_DISCONNECT: Final = "exited_after_disconnect"  # request: the worker leaves on its own
-METRICS: Final = "metrics"  # the app's prometheus_client samples (--metrics): {"families": [...]}
 # primary -> worker
 DISCONNECT: Final = "disconnect"  # close your servers and the channel, then exit
 
-WORKER_ACTS: Final = frozenset({QUERY, LISTENING, CLOSE, ONLINE, HEARTBEAT, EXITED_AFTER_DISCONNECT, METRICS})
+WORKER_ACTS: Final = frozenset({QUERY, LISTENING, CLOSE, ONLINE, HEARTBEAT, EXITED_AFTER_DISCONNECT})
 PRIMARY_ACTS: Final = frozenset({DISCONNECT})
 
 # -- environment of a worker (set by the primary, read and removed by the worker's boot) --
@@ -42,6 +41,7 @@ ENV_STDIO: Final = "PYCLUSTER_STDIO"  # "TARGET:FD,...": passed descriptors the 
 ENV_INSPECT_PORT: Final = "PYCLUSTER_INSPECT_PORT"  # the debugger port of this worker (inspect_port)
 ENV_HEARTBEAT: Final = "PYCLUSTER_HEARTBEAT"  # seconds between heartbeats (the master's --timeout)
 ENV_APP_METRICS: Final = "PYCLUSTER_APP_METRICS"  # seconds between checks of the app's metrics (--metrics)
+APP_METRICS_FD: Final = 3  # --metrics: the worker's stdio[3], where it writes the app's samples (JSON lines)
 ENV_ONLINE: Final = "PYCLUSTER_ONLINE"  # "after-load": announce online once the app imported
 ONLINE_AFTER_LOAD: Final = "after-load"
 ENV_SCHED_POLICY: Final = "PYCLUSTER_SCHED_POLICY"  # the facade's default scheduling policy

@@ -116,7 +116,7 @@ class Arbiter:
     def configure_engine(self) -> None:
         handlers: dict[str, Callable[..., Any]] = {
             "online": self._maybe_ready, "listening": self._on_listening,
-            "exit": self._on_exit, "internal:metrics": self.exporter.received}
+            "exit": self._on_exit, "fork": self.exporter.attach}
         engine_setup.configure_engine(self.engine, self.cfg, handlers)
 
     def bind(self) -> None:

@@ -36,6 +36,8 @@ def configure_engine(engine: Engine, cfg: Any, handlers: Mapping[str, Callable[.
     # stdin from /dev/null; stdout and stderr are read line by line (logs.py).
     settings: dict[str, Any] = {"silent": True, "stdio": ["ignore", "pipe", "pipe"], "args": [],
                                 "exec_argv": []}
+    if cfg.metrics:  # stdio[3]: where each worker writes its app's samples (child/metrics.py)
+        settings["stdio"].append("pipe")
     if cfg.chdir:
         settings["cwd"] = cfg.chdir
     uid, gid = uid_gid(cfg)

@@ -8,6 +8,7 @@ worker is ready (``status --check``'s judgement), else 503 with the reason.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections import Counter
 from typing import Any
@@ -15,11 +16,13 @@ from typing import Any
 from ..control.commands.status import check
 from ..core import stats
 from ..errors import EXIT_OK
+from ..ipc.messages import APP_METRICS_FD
 from . import httpd, metrics
 from . import status as status_reply
 from .slots import slot_state
 
 PUSH_PERIOD = 0.1  # seconds between checks of an app's samples in each worker (child/metrics.py)
+LINE_MAX = 64 * 1024 * 1024  # bytes: a longer line of samples is dropped (and the socket with it)
 
 
 def _no_sample(_pid: int) -> tuple[None, None]:
@@ -34,6 +37,8 @@ class Exporter:
         self.app = metrics.AppMetrics()
         self.sock: socket.socket | None = None
         self.endpoint: httpd.HttpEndpoint | None = None
+        self.feeds: dict[int, tuple[socket.socket, bytearray]] = {}  # worker id -> its metrics socket
+        self.unattached: list[Any] = []  # forked before the loop ran
 
     def listen(self) -> None:
         """Bind ``--metrics`` (before any fork; OSError naming the address)."""
@@ -46,6 +51,9 @@ class Exporter:
         routes: dict[str, httpd.Route] = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.scrape}
         self.endpoint = httpd.HttpEndpoint(self.sock, routes, self.arbiter.logs.master)
         await self.endpoint.start()
+        waiting, self.unattached = self.unattached, []
+        for worker in waiting:
+            self.attach(worker)
 
     async def close(self) -> None:
         if self.endpoint is not None:
@@ -53,11 +61,69 @@ class Exporter:
         elif self.sock is not None:
             self.sock.close()
 
-    # -- the apps' samples (the engine's internal:metrics event, the exit event) --
+    # -- the apps' samples: each worker's stdio[3] (the fork event), read to its exit --
+    def attach(self, worker: Any) -> None:
+        """Read the samples ``worker`` writes on its metrics socket (JSON lines) from the loop."""
+        stdio = getattr(worker, "stdio", [])
+        sock = stdio[APP_METRICS_FD] if len(stdio) > APP_METRICS_FD else None
+        if sock is None or self.sock is None or worker.id in self.feeds:
+            return
+        loop = self.arbiter.loop
+        if loop is None or self.endpoint is None:
+            self.unattached.append(worker)
+            return
+        sock.setblocking(False)
+        self.feeds[worker.id] = (sock, bytearray())
+        loop.add_reader(sock.fileno(), self._readable, worker)
+
+    def _readable(self, worker: Any) -> bool:
+        """Take what ``worker`` wrote (never blocks); False once its socket is closed."""
+        feed = self.feeds.get(worker.id)
+        if feed is None:
+            return False
+        sock, buf = feed
+        while True:
+            try:
+                data = sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self._detach(worker.id)
+                return False
+            buf += data
+            end = buf.rfind(b"\n")
+            if end >= 0:  # each line is a whole snapshot: the last one is enough
+                start = buf.rfind(b"\n", 0, end) + 1
+                try:
+                    families = json.loads(bytes(buf[start:end]))
+                except ValueError:
+                    families = None
+                del buf[:end + 1]
+                if families is not None:
+                    self.received(worker, families)
+            if len(buf) > LINE_MAX:
+                self.arbiter.logs.master(f"worker {worker.id}: a line of metrics over {LINE_MAX} bytes; ignored")
+                self._detach(worker.id)
+                return False
+        return True
+
+    def _detach(self, worker_id: int) -> None:
+        feed = self.feeds.pop(worker_id, None)
+        if feed is not None:
+            loop = self.arbiter.loop
+            if loop is not None:
+                loop.remove_reader(feed[0].fileno())
+            feed[0].close()
+
     def received(self, worker: Any, families: Any) -> None:
         self.app.update(worker.id, families)
 
     def gone(self, worker: Any) -> None:
+        """``worker`` exited: what it wrote last is read, then its counts join the retired totals."""
+        if self._readable(worker):  # still open: a process it forked holds the other end
+            self._detach(worker.id)
         self.app.retire(worker.id)
 
     # -- routes -----------------------------------------------------------------
@@ -91,6 +157,10 @@ class Exporter:
             known = [c for c in (h.connections(worker) for h in listeners) if c is not None]
             if known:
                 conns.append((label, float(sum(known))))
+        rr = [h for h in listeners if h.mode == "rr"]
+        handoffs = sum(getattr(h, "handoffs", 0) for h in rr)
+        stalled = sum(getattr(h, "reclaimed_stalled", 0) for h in rr)
+        gone = sum(getattr(h, "reclaimed_gone", 0) for h in rr)
         fam = metrics.family
         return [
             fam("pycluster_workers", "gauge", "Workers by state (as `pycluster status` shows them).",
@@ -108,4 +178,11 @@ class Exporter:
             fam("pycluster_worker_cpu_seconds", "counter", "CPU seconds (user and system) of each live worker.", cpu),
             fam("pycluster_worker_rss_bytes", "gauge", "Resident memory of each live worker.", rss),
             fam("pycluster_worker_connections", "gauge", "Open connections of each live worker (rr policy).", conns),
+            fam("pycluster_handoffs", "counter", "Connections the master handed to a worker, by policy.",
+                [({"policy": "rr"}, float(handoffs))]),
+            fam("pycluster_handoffs_reclaimed", "counter",
+                "Hand-offs taken back from a worker: one that left them waiting for handoff_timeout (stalled)"
+                " or that left or died (gone).",
+                [({"policy": "rr", "reason": "stalled"}, float(stalled)),
+                 ({"policy": "rr", "reason": "gone"}, float(gone))]),
         ]

@@ -33,7 +33,6 @@ from ..ipc.messages import (
     EXITED_AFTER_DISCONNECT,
     HEARTBEAT,
     LISTENING,
-    METRICS,
     ONLINE,
     QUERY,
 )
@@ -396,14 +395,6 @@ def _heartbeat(engine: Engine, worker: PrimaryWorker, msg: dict[str, Any]) -> No
         worker.last_heartbeat = engine.loop.time()
 
 
-def _metrics(engine: Engine, worker: PrimaryWorker, msg: dict[str, Any]) -> None:
-    """The app's prometheus_client samples (``pycluster run --metrics``): passed on as an
-    ``internal:metrics`` event, which only the master listens to."""
-    families = msg.get("families")
-    if isinstance(families, list):
-        engine.emit("internal:metrics", worker, families)
-
-
 # act -> what the primary does with that internal message from a worker
 # ("query", the only one that may carry a descriptor, is _query, called apart).
 ACTS: dict[str, Callable[[Engine, PrimaryWorker, dict[str, Any]], None]] = {
@@ -412,5 +403,4 @@ ACTS: dict[str, Callable[[Engine, PrimaryWorker, dict[str, Any]], None]] = {
     LISTENING: _listening,
     CLOSE: _close,
     EXITED_AFTER_DISCONNECT: _exited_after_disconnect,
-    METRICS: _metrics,
 }

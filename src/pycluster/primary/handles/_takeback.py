@@ -37,6 +37,8 @@ class TakeBack:
     _queue: deque[int]
     _cursor: int
     _watchdog: asyncio.TimerHandle | None
+    reclaimed_stalled: int
+    reclaimed_gone: int
 
     def _handoff(self, fd: int) -> bool:
         raise NotImplementedError
@@ -77,6 +79,7 @@ class TakeBack:
                 lane.stalled = True  # skipped until it takes what is waiting
                 count, back = self._reclaim(lane)
                 lane.handed -= count
+                self.reclaimed_stalled += count
                 lane.taken_seen = lane.handed
                 lane.since = now
                 if count:
@@ -130,7 +133,8 @@ class TakeBack:
         self._finish_retire(lane, requeue)
 
     def _finish_retire(self, lane: Lane, requeue: bool = True) -> None:
-        _count, taken = self._reclaim(lane, hand_on=requeue)
+        count, taken = self._reclaim(lane, hand_on=requeue)
+        self.reclaimed_gone += count
         if requeue:
             self._queue.extendleft(reversed(taken))
             if not self._rotation:

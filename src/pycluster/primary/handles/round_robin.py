@@ -92,6 +92,9 @@ class RoundRobinHandle(TakeBack, Handle):
         self._poller = select.poll()
         self._poller.register(sock.fileno(), select.POLLIN)
         self.accepted = 0
+        self.handoffs = 0  # connections sent down a lane (a reclaimed one handed on counts again)
+        self.reclaimed_stalled = 0  # taken back from a lane left untouched for handoff_timeout
+        self.reclaimed_gone = 0  # taken back from the lane of a worker that left or died
         self._warned_at = -1e9
         restore_spare()
 
@@ -219,6 +222,7 @@ class RoundRobinHandle(TakeBack, Handle):
                     pass
                 else:
                     stick.handed += 1
+                    self.handoffs += 1
                     os.close(fd)
                     return True
         rotation = self._rotation
@@ -264,6 +268,7 @@ class RoundRobinHandle(TakeBack, Handle):
         except OSError:
             return False  # full (EAGAIN) or going away: the caller queues it
         lane.handed += 1
+        self.handoffs += 1
         if self._watchdog is None:
             self._start_watchdog()
         self._cursor = (start + offset + 1) % n
