@@ -61,3 +61,34 @@ def test_the_text_format_escapes_and_spells_specials():
     assert text == ('# HELP x a "help"\\\\ line\\nnext\n# TYPE x gauge\nx{v="q\\"\\\\\\n"} +Inf\n')
     (fam,) = parser.text_string_to_metric_families(text)
     assert fam.samples[0].labels == {"v": 'q"\\\n'}
+
+
+@pytest.mark.parametrize("mode,expected", [("livesum", 12.0), ("sum", 12.0), ("max", 9.0), ("livemin", 3.0),
+                                           ("mostrecent", 3.0)])
+def test_a_gauge_declaring_a_multiprocess_mode_is_aggregated(mode, expected):
+    def gauge(value: float) -> list:
+        return [["app_inflight", "gauge", "In flight.", [["app_inflight", {"path": "/"}, value]], mode]]
+    app = AppMetrics()
+    app.update(1, gauge(9))
+    app.update(2, gauge(3))  # the most recent push
+    assert parsed(app)["app_inflight"] == {("app_inflight", (("path", "/"),)): expected}
+    app.retire(2)  # a dead worker's gauge is gone, whatever the mode
+    assert parsed(app)["app_inflight"] == {("app_inflight", (("path", "/"),)): 9.0}
+
+
+def test_a_gauge_in_mode_all_stays_per_worker():
+    app = AppMetrics()
+    for worker, value in ((1, 2.0), (2, 5.0)):
+        app.update(worker, [["app_temp", "gauge", "T.", [["app_temp", {}, value]], "all"]])
+    assert parsed(app)["app_temp"] == {("app_temp", (("worker", "1"),)): 2.0, ("app_temp", (("worker", "2"),)): 5.0}
+
+
+def test_the_worker_sends_each_gauges_declared_mode():
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from pycluster.child.metrics import collect
+    registry = prometheus_client.CollectorRegistry()
+    prometheus_client.Gauge("app_inflight", "In flight.", registry=registry, multiprocess_mode="livesum").set(4)
+    prometheus_client.Gauge("app_temp", "T.", registry=registry).set(1)
+    prometheus_client.Counter("app_hits", "Hits.", registry=registry).inc()
+    modes = {entry[0]: entry[4] for entry in collect(registry)}
+    assert modes == {"app_inflight": "livesum", "app_temp": "all", "app_hits": ""}

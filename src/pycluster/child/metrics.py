@@ -47,14 +47,29 @@ def _value(number: float) -> float | str:
 
 
 def collect(registry: Any) -> list[list[Any]]:
-    """[[name, type, help, [[sample name, labels, value], ...]], ...]; ``_created`` samples left out
-    (a worker's start time: meaningless once merged)."""
+    """[[name, type, help, [[sample name, labels, value], ...], gauge mode], ...]; ``_created``
+    samples left out (a worker's start time: meaningless once merged). The gauge mode is
+    what the app declared with ``Gauge(..., multiprocess_mode=...)`` ("" for other types):
+    the master aggregates such gauges across workers instead of labelling them per worker."""
+    modes = _gauge_modes(registry)
     families: list[list[Any]] = []
     for family in registry.collect():
         samples = [[s.name, dict(s.labels), _value(float(s.value))] for s in family.samples
                    if not s.name.endswith("_created")]
-        families.append([family.name, family.type, family.documentation, samples])
+        families.append([family.name, family.type, family.documentation, samples, modes.get(family.name, "")])
     return families
+
+
+def _gauge_modes(registry: Any) -> dict[str, str]:
+    """Gauge name -> its multiprocess_mode, for the gauges the app declared one for."""
+    modes: dict[str, str] = {}
+    collectors = getattr(registry, "_collector_to_names", None)
+    for collector in list(collectors or ()):
+        mode = getattr(collector, "_multiprocess_mode", None)
+        name = getattr(collector, "_name", None)
+        if isinstance(mode, str) and isinstance(name, str) and getattr(collector, "_type", "") == "gauge":
+            modes[name] = mode
+    return modes
 
 
 class MetricsPush:

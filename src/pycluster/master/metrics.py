@@ -72,18 +72,28 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def _decode(families: Any) -> list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]:
-    """A worker's message, checked: [(name, type, help, [(sample, labels, value)])]."""
+def _decode(families: Any) -> list[tuple[str, str, str, list[tuple[str, dict[str, str], float]], str]]:
+    """A worker's message, checked: [(name, type, help, [(sample, labels, value)], gauge mode)]."""
     out = []
     for entry in families if isinstance(families, list) else ():
-        if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str)
+        if not (isinstance(entry, list) and len(entry) in (4, 5) and isinstance(entry[0], str)
                 and isinstance(entry[3], list)):
             continue
-        name, mtype, mhelp, raw = entry
+        name, mtype, mhelp, raw = entry[:4]
         samples = [(s[0], {str(k): str(v) for k, v in s[1].items()}, _float(s[2])) for s in raw
                    if isinstance(s, list) and len(s) == 3 and isinstance(s[0], str) and isinstance(s[1], dict)]
-        out.append((name, str(mtype), str(mhelp), samples))
+        mode = entry[4] if len(entry) == 5 and isinstance(entry[4], str) else ""
+        out.append((name, str(mtype), str(mhelp), samples, mode))
     return out
+
+
+# A gauge's multiprocess_mode (prometheus_client) -> how the workers' values combine into one
+# sample. Only live workers count (a dead worker's gauge is gone, as "live*" modes say);
+# "all" and "liveall" (the default) keep one sample per worker, labelled worker="ID".
+GAUGE_MERGE: dict[str, Any] = {
+    "sum": sum, "livesum": sum, "max": max, "livemax": max, "min": min, "livemin": min,
+    "mostrecent": None, "livemostrecent": None,  # the worker that pushed last
+}
 
 
 def cumulative(name: str, mtype: str) -> bool:
@@ -106,7 +116,8 @@ class AppMetrics:
             self._retire(ghost, sign=-1.0)
             self.ghosts[worker_id] = decoded
             return
-        self.live[worker_id] = decoded
+        self.live.pop(worker_id, None)
+        self.live[worker_id] = decoded  # in push order: the last one is the most recent
 
     def retire(self, worker_id: int) -> None:
         """The worker is gone: its counts join the retired totals."""
@@ -117,7 +128,7 @@ class AppMetrics:
             self.ghosts.popitem(last=False)
 
     def _retire(self, families: list[Any], sign: float) -> None:
-        for name, mtype, mhelp, samples in families:
+        for name, mtype, mhelp, samples, *_mode in families:
             if not cumulative(name, mtype):
                 continue
             family = self.retired.get(name)
@@ -131,17 +142,28 @@ class AppMetrics:
         for name, old in self.retired.items():
             family = out[name] = Family(name, old.type, old.help)
             family.samples = dict(old.samples)
-        for worker_id in sorted(self.live):
-            for name, mtype, mhelp, samples in self.live[worker_id]:
+        combined: dict[str, dict[SampleKey, list[float]]] = {}  # aggregated gauges: values in push order
+        for worker_id in self.live:
+            for name, mtype, mhelp, samples, mode in self.live[worker_id]:
                 found = out.get(name)
                 if found is None or found.type != mtype:
                     found = out[name] = Family(name, mtype, mhelp)
                 family = found
+                if mtype == "gauge" and mode in GAUGE_MERGE:
+                    values = combined.setdefault(name, {})
+                    for sample, labels, value in samples:
+                        values.setdefault((sample, tuple(sorted(labels.items()))), []).append(value)
+                    continue
                 per_worker = not cumulative(name, mtype)
                 for sample, labels, value in samples:
                     if per_worker and "worker" not in labels:
                         labels = {**labels, "worker": str(worker_id)}
                     family.add(sample, labels, value)
+        for name, values in combined.items():
+            mode = next(m for fams in self.live.values() for n, _t, _h, _s, m in fams if n == name)
+            merge = GAUGE_MERGE[mode]
+            for key, seen in values.items():
+                out[name].samples[key] = seen[-1] if merge is None else merge(seen)
         return list(out.values())
 
 
