@@ -105,6 +105,7 @@ def test_status_lists_the_addresses_the_app_bound(pyc, free_port):
     pyc.write("other_port.py", OTHER_PORT_APP)
     master = pyc.start("other_port:main", "-w", "2", env={"APP_PORT": free_port})
     master.wait_ready()
+    master.wait_line(rf"ready: 2 workers, policy rr, http://127\.0\.0\.1:{free_port} \(bound by the app\)")
     status = master.status()
     assert status["listeners"] == [], status
     assert status["app_listeners"] == [{"address": "127.0.0.1", "port": free_port, "address_type": 4}], status

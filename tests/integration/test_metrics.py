@@ -292,3 +292,35 @@ def test_handoffs_are_counted_per_policy(pyc):
         assert http_get(port, path="/nope")[0] == 404
     after = scrape(mport)
     assert value(after, "pycluster_handoffs", "pycluster_handoffs_total", policy="rr") == handed + 30
+
+
+@pytest.mark.parametrize("policy", ["rr", "none"])
+def test_worker_connections_counts_the_open_ones(pyc, policy):
+    """pycluster_worker_connections is what each worker holds open now (every policy);
+    pycluster_worker_handoffs_total (rr) only grows."""
+    import http.client
+    pyc.write("okapp.py", "from fastapi import FastAPI\napp = FastAPI()\n")
+    port, mport = unused_port(), unused_port()
+    master = pyc.start("okapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}",
+                       "--policy", policy, "--keep-alive", "30")
+    master.wait_ready(timeout=20)
+
+    def open_total() -> float:
+        fams = scrape(mport)
+        return sum(s.value for s in fams["pycluster_worker_connections"].samples)
+
+    held = []
+    try:
+        for _ in range(3):  # kept alive: each stays open after its answer
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/nope")
+            assert conn.getresponse().read() is not None
+            held.append(conn)
+        wait_until(lambda: open_total() == 3, 10, "3 open connections on /metrics", lambda: str(open_total()))
+    finally:
+        for conn in held:
+            conn.close()
+    wait_until(lambda: open_total() == 0, 10, "no open connection left", lambda: str(open_total()))
+    if policy == "rr":
+        handed = sum(s.value for s in scrape(mport)["pycluster_worker_handoffs"].samples)
+        assert handed >= 3

@@ -69,5 +69,7 @@ def test_the_ready_summary_shows_http_listeners_as_urls():
     udp = Address(address="::1", port=53, address_type="udp6")
     assert readiness.ready_summary("web", 4, "rr", [tcp, unix, udp], 7) == \
         "web ready: 4 workers, policy rr, http://0.0.0.0:8000, unix:/run/app.sock, udp://[::1]:53 (master pid 7)"
+    assert readiness.ready_summary("a", 1, "rr", [], 7, [tcp]).startswith("a ready: 1 worker, policy rr, http://")
+    assert readiness.ready_summary("a", 1, "rr", [], 7, [tcp]).endswith(" (bound by the app) (master pid 7)")
     assert readiness.ready_summary("q", 1, "shared", [], 7) == "q ready: 1 worker, policy shared, no listeners" \
         " (master pid 7)"

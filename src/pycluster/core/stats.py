@@ -47,6 +47,19 @@ def usage(pid: int) -> tuple[float, int] | None:
         return None
 
 
+def open_connections(pid: int, ports: set[int]) -> int | None:
+    """Established TCP connections of a live process whose local port is one of ``ports``
+    (the cluster's listeners: what the worker is serving); None once gone."""
+    import psutil
+
+    try:
+        proc = _procs.get(pid) or psutil.Process(pid)
+        found = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") else proc.connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return sum(1 for c in found if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port in ports)
+
+
 def forget(pid: int) -> None:
     """Drop ``pid``'s cached process (the master calls it when a worker is reaped)."""
     _procs.pop(pid, None)

@@ -295,7 +295,8 @@ class Arbiter:
         """The first generation is ready: say so (log, systemd, the daemon's parent)."""
         self.state = "running"
         self.logs.master(readiness.ready_summary(self.name, len(self.slots), self.cfg.policy,
-                                                 [h.address for h in self.engine.master_listeners], os.getpid()))
+                                                 [h.address for h in self.engine.master_listeners], os.getpid(),
+                                                 [h.address for h in self.app_listeners()]))
         if self.notify is not None:
             self.notify.ready(self)
         from .ops.daemon import report
@@ -419,8 +420,12 @@ class Arbiter:
         if self.state == "stopping" and not cluster.workers and self.done is not None and not self.done.done():
             self.done.set_result(self.exit_code or EXIT_OK)
 
-    def status(self) -> dict[str, Any]:
+    def app_listeners(self) -> list[Any]:
+        """The addresses the workers bound themselves (not --bind), once each."""
         ours = self.engine.master_listeners
         # A handle sits under two keys at times (its asked-for and its real address): once each.
         apps = {id(h): h for h in self.engine.listeners.handles.values() if h not in ours}
-        return status_reply.render(self, ours, app_listeners=sorted(apps.values(), key=lambda h: str(h.address)))
+        return sorted(apps.values(), key=lambda h: str(h.address))
+
+    def status(self) -> dict[str, Any]:
+        return status_reply.render(self, self.engine.master_listeners, app_listeners=self.app_listeners())

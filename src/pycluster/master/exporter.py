@@ -144,7 +144,8 @@ class Exporter:
         slots = [arbiter.slots[i] for i in sorted(arbiter.slots)]
         states = Counter(slot_state(slot) for slot in slots)
         listeners = list(arbiter.engine.master_listeners)
-        cpu, rss, conns = [], [], []
+        ports = {h.address.port for h in listeners if isinstance(getattr(h.address, "port", None), int)}
+        cpu, rss, conns, handed = [], [], [], []
         for slot in slots:
             worker = slot.worker
             if worker is None or worker.pid is None:
@@ -154,9 +155,12 @@ class Exporter:
             if used is not None:
                 cpu.append((label, used[0]))
                 rss.append((label, float(used[1])))
-            known = [c for c in (h.connections(worker) for h in listeners) if c is not None]
+            open_now = stats.open_connections(worker.pid, ports) if ports else None
+            if open_now is not None:
+                conns.append((label, float(open_now)))
+            known = [c for c in (h.connections(worker) for h in listeners if h.mode == "rr") if c is not None]
             if known:
-                conns.append((label, float(sum(known))))
+                handed.append((label, float(sum(known))))
         rr = [h for h in listeners if h.mode == "rr"]
         handoffs = sum(getattr(h, "handoffs", 0) for h in rr)
         stalled = sum(getattr(h, "reclaimed_stalled", 0) for h in rr)
@@ -177,7 +181,10 @@ class Exporter:
                 [({}, float(arbiter.logs.sink.dropped_total))]),
             fam("pycluster_worker_cpu_seconds", "counter", "CPU seconds (user and system) of each live worker.", cpu),
             fam("pycluster_worker_rss_bytes", "gauge", "Resident memory of each live worker.", rss),
-            fam("pycluster_worker_connections", "gauge", "Open connections of each live worker (rr policy).", conns),
+            fam("pycluster_worker_connections", "gauge",
+                "Established TCP connections of each live worker on the cluster's listening ports.", conns),
+            fam("pycluster_worker_handoffs", "counter", "Connections the master handed to each live worker (rr).",
+                handed),
             fam("pycluster_handoffs", "counter", "Connections the master handed to a worker, by policy.",
                 [({"policy": "rr"}, float(handoffs))]),
             fam("pycluster_handoffs_reclaimed", "counter",

@@ -84,7 +84,11 @@ def format_listener(address: Any) -> str:
     return str(address) if isinstance(address.address_type, str) or address.address_type == -1 else f"http://{address}"
 
 
-def ready_summary(name: str, workers: int, policy: str, addresses: Iterable[Any], pid: int) -> str:
-    """The line the master logs once the first generation is ready."""
-    listen = ", ".join(format_listener(a) for a in addresses) or "no listeners"
+def ready_summary(name: str, workers: int, policy: str, addresses: Iterable[Any], pid: int,
+                  app_addresses: Iterable[Any] = ()) -> str:
+    """The line the master logs once the first generation is ready (the addresses the
+    app bound itself, outside --bind, marked as such)."""
+    shown = [format_listener(a) for a in addresses]
+    shown += [f"{format_listener(a)} (bound by the app)" for a in app_addresses]
+    listen = ", ".join(shown) or "no listeners"
     return f"{name} ready: {plural(workers, 'worker')}, policy {policy}, {listen} (master pid {pid})"
