@@ -13,6 +13,8 @@ the engine's overhead); here every column of a table runs the *same* app
   uvicorn.workers.UvicornWorker -w N``;
 - Flask (``flask_app:app``): ``pycluster run flask_app:app`` (rr, none);
   ``gunicorn -k gthread --threads 4 -w N``; ``gunicorn -k sync -w N``;
+- in full mode, also pycluster rr ``--preload`` of each app, in the lifecycle
+  rows only (launch, memory, kill -9, reload);
 - asyncio streams (``selfrun:streams``, ``asyncio.start_server``): pycluster rr
   and none only (no anchor serves it): throughput and balance, for the RR /
   none row.
@@ -25,7 +27,7 @@ memory, kill -9 -> new pid serving, reload errors under keep-alive wrk and
 reload duration). Each table ends with pycluster's best column over the best
 anchor column per row.
 
---quick: 2 s wrk runs, one each, no balance section, one launch, 2 kills, one 7 s
+--quick: 2 s wrk runs, one each, no balance section, no --preload, one launch, 2 kills, one 7 s
 reload run (about 3 minutes on 2 cores). Default: 3 runs x 3 s, balance,
 3 launches, 3 kills, one balance run, 2 reload runs of 7 s (under 10 minutes). Installs nothing;
 loopback only; every server runs in its own session, stopped by process group.
@@ -57,11 +59,12 @@ APPS = os.path.join(HERE, "apps", "stacks")
 APPS_COLUMNS = {
     "FastAPI": {
         "fa-pyc-rr": "pycluster rr (served)", "fa-pyc-none": "pycluster none (served)",
-        "fa-pyc-selfrun": "pycluster rr, uvicorn.run",
+        "fa-pyc-selfrun": "pycluster rr, uvicorn.run", "fa-pyc-preload": "pycluster rr --preload",
         "fa-uvicorn": "uvicorn --workers", "fa-gunicorn-uw": "gunicorn UvicornWorker",
     },
     "Flask": {
         "fl-pyc-rr": "pycluster rr (served)", "fl-pyc-none": "pycluster none (served)",
+        "fl-pyc-preload": "pycluster rr --preload",
         "fl-gunicorn-gthread": "gunicorn gthread (4 threads)", "fl-gunicorn-sync": "gunicorn sync",
     },
     "asyncio streams": {"st-pyc-rr": "pycluster rr", "st-pyc-none": "pycluster none"},
@@ -69,11 +72,13 @@ APPS_COLUMNS = {
 COLUMNS = {k: v for cols in APPS_COLUMNS.values() for k, v in cols.items()}
 TARGET = {  # pycluster target per column
     "fa-pyc-rr": "fastapi_app:app", "fa-pyc-none": "fastapi_app:app", "fa-pyc-selfrun": "selfrun:uvicorn_fastapi",
+    "fa-pyc-preload": "fastapi_app:app", "fl-pyc-preload": "flask_app:app",
     "fl-pyc-rr": "flask_app:app", "fl-pyc-none": "flask_app:app",
     "st-pyc-rr": "selfrun:streams", "st-pyc-none": "selfrun:streams",
 }
-NOT_STREAMS = [k for k in COLUMNS if not k.startswith("st-")]
-PLAN = {"throughput": list(COLUMNS), "balance": list(COLUMNS), "lifecycle": NOT_STREAMS}
+PRELOAD = [k for k in COLUMNS if k.endswith("-preload")]  # lifecycle only (launch, memory, kill -9, reload), full mode
+PLAN = {"throughput": [k for k in COLUMNS if k not in PRELOAD], "balance": [k for k in COLUMNS if k not in PRELOAD],
+        "lifecycle": [k for k in COLUMNS if not k.startswith("st-")]}
 SHOWN = [r for r in ROWS if r[0] not in ("max_share", "worker_rss")]
 
 
@@ -102,6 +107,8 @@ class SameApp(Bench):
 
     def keys(self, section: str) -> list[str]:
         keys = PLAN[section]
+        if self.a.quick and not self.a.targets:
+            keys = [k for k in keys if k not in PRELOAD]
         if self.a.targets:
             keys = [k for k in keys if k in self.a.targets]
         return [k for k in keys if self.available[k]]
@@ -114,6 +121,8 @@ class SameApp(Bench):
         if is_pyc(key):
             argv = [sys.executable, "-m", "pycluster.cli", "run", TARGET[key], "-w", str(workers),
                     "-b", f"{HOST}:{port}", "--policy", "none" if key.endswith("-none") else "rr", "-n", f"b{port}"]
+            if key in PRELOAD:
+                argv.append("--preload")
             env["PYCLUSTER_RUNTIME_DIR"] = self.runtime
             ready = bench_all.READY["pyc"]
         elif "gunicorn" in key:
@@ -224,7 +233,7 @@ def main() -> int:
     a.reload_duration = 7
     a.settle = 0.3
     a.start_timeout = 30.0 if a.quick else 60.0
-    a.budget = 190.0 if a.quick else 560.0  # soft: past it, the remaining servers are skipped (noted)
+    a.budget = 190.0 if a.quick else 570.0  # soft: past it, the remaining servers are skipped (noted)
     hard_cap = 230 if a.quick else 600
     a.targets = {t for t in a.targets.split(",") if t}
     if unknown := a.targets - set(COLUMNS):
