@@ -1,9 +1,12 @@
-"""pycluster next to its peers, one table (issue 6): Node's cluster, gunicorn, uvicorn.
+"""The engine's overhead: pycluster next to its peers, one table (issue 6): Node's cluster, gunicorn, uvicorn.
 
     python tests/bench/bench_all.py [--quick] [--json FILE] [--only SECTIONS] [--targets KEYS]
                                     [--duration S] [--runs N]
 
-Every server answers the same minimal hello (200, a few bytes of body, an
+Each manager runs its own minimal server (pycluster its demo app), so this
+table measures the engine's overhead, not a user's app; for the same FastAPI /
+Flask app under every manager see bench_sameapp.py. Every server answers the
+same minimal hello (200, a few bytes of body, an
 ``X-Pid`` header naming the worker) on 127.0.0.1, started and measured in the
 same run on this machine:
 
@@ -702,6 +705,8 @@ def main() -> int:
     elapsed = b.elapsed()
     v = versions(b)
     tbl = table(b.res)
+    print("**Engine overhead** (each manager runs its own minimal hello server; the same app side by side: "
+          "bench_sameapp.py)\n")
     print(tbl)
     print()
     for line in footer(b, v, elapsed, load0, load1):

@@ -60,3 +60,38 @@ def hypercorn() -> None:
 def werkzeug() -> None:
     from flask_app import app
     app.run(host=HOST, port=_port(), threaded=True)
+
+
+def uvicorn_fastapi() -> None:
+    """uvicorn.run of the FastAPI app (bench_sameapp.py: the same app as ``pycluster run fastapi_app:app``)."""
+    import uvicorn as uv
+    from fastapi_app import app
+    uv.run(app, host=HOST, port=_port(), log_level="warning")
+
+
+def streams() -> None:
+    """A minimal HTTP/1.1 hello on ``asyncio.start_server`` (keep-alive and Connection: close, ``X-Pid``)."""
+    body = b"hello\n"
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nX-Pid: %d\r\n"
+            % (len(body), os.getpid()))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                close = b"connection: close" in request.lower()
+                writer.write(head + (b"Connection: close\r\n\r\n" if close else b"\r\n") + body)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, HOST, _port())
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
