@@ -555,14 +555,17 @@ def cells(res: dict) -> dict[str, dict[str, tuple[float | None, str]]]:
     return out
 
 
-def ratio(row: dict, better: str) -> str:
+def ratio(row: dict, better: str, ours: list[str] | None = None, theirs: list[str] | None = None,
+          names: dict[str, str] | None = None) -> str:
+    """pycluster's best column over the best anchor's (``ours``/``theirs``: column keys, in order)."""
+    names = COLUMNS if names is None else names
     pick = max if better == "higher" else min  # the first in column order wins a tie
-    pyc = [(row[k][0], k) for k in PYC if k in row and row[k][0] is not None]
-    anc = [(row[k][0], k) for k in ANCHORS if k in row and row[k][0] is not None]
+    pyc = [(row[k][0], k) for k in (PYC if ours is None else ours) if k in row and row[k][0] is not None]
+    anc = [(row[k][0], k) for k in (ANCHORS if theirs is None else theirs) if k in row and row[k][0] is not None]
     if not pyc or not anc:
         return "-"
     (pv, pk), (av, ak) = pick(pyc, key=lambda t: t[0]), pick(anc, key=lambda t: t[0])
-    who = f"{COLUMNS[pk]} / {COLUMNS[ak]}"
+    who = f"{names[pk]} / {names[ak]}"
     if av == 0 and pv == 0:
         return f"equal, 0 ({who})"
     if av == 0:

@@ -141,20 +141,7 @@ class SameApp(Bench):
 
 # -- the tables ---------------------------------------------------------------------------
 def ratio(row: dict, better: str, cols: list[str]) -> str:
-    pick = max if better == "higher" else min
-    pyc = [(row[k][0], k) for k in cols if is_pyc(k) and k in row and row[k][0] is not None]
-    anc = [(row[k][0], k) for k in cols if not is_pyc(k) and k in row and row[k][0] is not None]
-    if not pyc or not anc:
-        return "-"
-    (pv, pk), (av, ak) = pick(pyc, key=lambda t: t[0]), pick(anc, key=lambda t: t[0])
-    who = f"{COLUMNS[pk]} / {COLUMNS[ak]}"
-    if av == 0 and pv == 0:
-        return f"equal, 0 ({who})"
-    if av == 0:
-        return f"∞, worse ({who})"
-    x = pv / av
-    good = x >= 1 if better == "higher" else x <= 1
-    return f"**{x:.2f}×** {'✓' if good else '✗'} ({who})"
+    return bench_all.ratio(row, better, [k for k in cols if is_pyc(k)], [k for k in cols if not is_pyc(k)], COLUMNS)
 
 
 def tables(res: dict) -> str:
