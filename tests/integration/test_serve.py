@@ -208,7 +208,7 @@ def test_a_draining_worker_answers_kept_alive_connections_with_connection_close(
     answer from that worker, with ``Connection: close``, and a slow request in
     flight on another connection completes; then the old worker exits. The
     same for ``uvicorn.run()``, hypercorn's ``serve()`` and aiohttp's ``run_app`` called by the app
-    (serve/selfrun.py): their own shutdown would close the idle connection at once."""
+    (serve/adapters.py): their own shutdown would close the idle connection at once."""
     if attr in ("run_hypercorn", "run_aiohttp"):
         pytest.importorskip(attr.removeprefix("run_"))
     port = unused_port()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
-from . import selfrun
+from .adapters import SERVED
 from .common import Drain, access_line, master_listeners
 from .options import ServeOptions
 
@@ -90,7 +90,7 @@ def serve(app: Any, options: ServeOptions) -> int:
         timeout_keep_alive=max(1, round(options.keep_alive)), access_log=False,
         proxy_headers=options.proxy_headers, forwarded_allow_ips=options.forwarded_allow_ips,
         root_path=options.root_path, log_level="info")
-    setattr(config, selfrun._SERVED, True)  # it drains by itself (below): no second wrap
+    setattr(config, SERVED, True)  # it drains by itself (below): no second wrap
     server = _Server(config, drain, options.keep_alive)
     server.run(sockets=sockets)
     return 0
