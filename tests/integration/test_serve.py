@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import threading
 import time
 
@@ -238,4 +240,39 @@ def test_a_draining_worker_answers_kept_alive_connections_with_connection_close(
     wait_until(lambda: pid_gone(old), 10, "the old worker gone")
     status, _headers, body = get(port)
     assert body["version"] == "v2"
+    stop_and_check(pyc, master)
+
+
+FLAKY_APP = """
+    import os
+    import sys
+    import threading
+
+    import pycluster
+
+    def main():
+        pycluster.listeners()
+        if os.path.exists("no-app"):
+            sys.exit(64)  # what a worker whose target is no app exits with
+        threading.Event().wait()
+"""
+
+
+def test_a_usage_exit_after_the_first_generation_is_a_crash_not_a_halt(pyc):
+    """Exit 64 halts `run` only for the first generation; a replacement that exits 64
+    while the cluster serves (code changed on disk, or an app's own exit status) is
+    restarted like any crash, and the cluster keeps running."""
+    port = unused_port()
+    pyc.write("flaky.py", FLAKY_APP)
+    master = pyc.start("flaky:main", "-w", "2", "-b", f"127.0.0.1:{port}", "--min-uptime", "0",
+                       "--restart-delay", "0.05", "--max-restart-delay", "0.2")
+    assert master.wait_ready(timeout=15) == 2
+    (pyc.dir / "no-app").write_text("")
+    victim = master.status()["workers"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    master.wait_line(r"exited with code 64", timeout=10)
+    assert master.proc.poll() is None, master.output()
+    (pyc.dir / "no-app").unlink()
+    wait_until(lambda: master.status()["workers"] and all(w.get("ready") for w in master.status()["workers"])
+               and len(master.status()["workers"]) == 2, 15, "2 ready workers again", master.output)
     stop_and_check(pyc, master)

@@ -358,12 +358,13 @@ class Arbiter:
         if worker.exited_after_disconnect:
             self.logs.master(f"worker {worker.id} (pid {worker.pid}) left ({how})")
             return
-        if code == WORKER_USAGE_ERROR:
-            # The target is no app pycluster can run (or an extra is missing): the
-            # worker's last line says what to do; respawning cannot help.
-            said = [line for line in tail if line.startswith("pycluster: ")]
-            self.halt(said[-1].removeprefix("pycluster: ") if said else
-                      f"{self.name}: worker {worker.id} found no app to run in {self.cfg.app!r}", code=EXIT_USAGE)
+        said = [line for line in tail if line.startswith("pycluster: ")]
+        if code == WORKER_USAGE_ERROR and self.state == "starting" and not slot.ready and said:
+            # The first generation's target is no app pycluster can run (or an extra
+            # is missing): the worker's last line says what to do; respawning cannot
+            # help. Later (a replacement, while the cluster serves) the same exit is
+            # a crash like any other: a worker's exit status never halts a serving cluster.
+            self.halt(said[-1].removeprefix("pycluster: "), code=EXIT_USAGE)
             return
         if self.state == "starting" and not slot.ready:
             self.stderr_tails[worker.id] = tail
