@@ -92,3 +92,21 @@ def test_the_worker_sends_each_gauges_declared_mode():
     prometheus_client.Counter("app_hits", "Hits.", registry=registry).inc()
     modes = {entry[0]: entry[4] for entry in collect(registry)}
     assert modes == {"app_inflight": "livesum", "app_temp": "all", "app_hits": ""}
+
+
+def test_what_a_worker_cannot_put_on_metrics():
+    """A worker is untrusted: a name that would break the text format (or add lines of its
+    own), a pycluster_* family (the master's), or a bad label name is dropped; the rest stays."""
+    app = AppMetrics()
+    app.update(1, [
+        ["app_ok", "counter", "Fine.", [["app_ok_total", {"path": "/"}, 1]]],
+        ["evil\npycluster_workers", "gauge", "x", [["evil\npycluster_workers", {}, 999]]],
+        ["pycluster_workers", "gauge", "Spoofed.", [["pycluster_workers", {"state": "ready"}, 999]]],
+        ["app_labels", "gauge", "x", [["app_labels", {"bad label\n": "v"}, 1], ["app_labels", {"ok": "v\n\""}, 2]]],
+        ["app_other", "gauge", "x", [["not_app_other", {}, 1]]],
+        ["app_type", "bogus", "x", [["app_type", {}, 1]]],
+    ])
+    out = parsed(app)  # the whole exposition still parses
+    assert set(out) == {"app_ok", "app_labels", "app_other"}
+    assert out["app_labels"] == {("app_labels", (("ok", 'v\n"'), ("worker", "1"))): 2.0}
+    assert out["app_other"] == {}

@@ -22,7 +22,8 @@ from . import status as status_reply
 from .slots import slot_state
 
 PUSH_PERIOD = 0.1  # seconds between checks of an app's samples in each worker (child/metrics.py)
-LINE_MAX = 64 * 1024 * 1024  # bytes: a longer line of samples is dropped (and the socket with it)
+LINE_MAX = 4 * 1024 * 1024  # bytes: a longer line of samples is dropped (and the socket with it)
+READ_MAX = 4 * 1024 * 1024  # bytes taken from one worker per wake-up: the loop serves the others between
 
 
 def _no_sample(_pid: int) -> tuple[None, None]:
@@ -82,7 +83,8 @@ class Exporter:
         if feed is None:
             return False
         sock, buf = feed
-        while True:
+        taken = 0
+        while taken < READ_MAX:  # a worker that writes without pause cannot hold the loop
             try:
                 data = sock.recv(1 << 20)
             except (BlockingIOError, InterruptedError):
@@ -93,6 +95,7 @@ class Exporter:
                 self._detach(worker.id)
                 return False
             buf += data
+            taken += len(data)
             end = buf.rfind(b"\n")
             if end >= 0:  # each line is a whole snapshot: the last one is enough
                 start = buf.rfind(b"\n", 0, end) + 1
@@ -122,7 +125,10 @@ class Exporter:
 
     def gone(self, worker: Any) -> None:
         """``worker`` exited: what it wrote last is read, then its counts join the retired totals."""
-        if self._readable(worker):  # still open: a process it forked holds the other end
+        for _ in range(LINE_MAX // READ_MAX + 1):  # its last line, up to LINE_MAX, is read whole
+            if not self._readable(worker):
+                break
+        else:  # still open: a process it forked holds the other end
             self._detach(worker.id)
         self.app.retire(worker.id)
 

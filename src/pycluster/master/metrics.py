@@ -17,6 +17,7 @@ Two parts, both rendered by hand (no dependency in the master):
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -32,6 +33,14 @@ _TEXT_TYPE = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", 
 
 
 RESTART_CAUSES = ("crash", "heartbeat", "memory", "reload")
+
+# What a worker may send (a worker is untrusted): names the text format allows, so a
+# sample can never break the exposition or add lines of its own, and never a
+# pycluster_* family, which is the master's to say. Bounded, so one worker cannot
+# make every scrape slow.
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+MAX_SAMPLES = 20_000  # per worker and snapshot; the rest is dropped
 
 
 class ClusterCounts:
@@ -75,15 +84,23 @@ def _float(value: Any) -> float:
 def _decode(families: Any) -> list[tuple[str, str, str, list[tuple[str, dict[str, str], float]], str]]:
     """A worker's message, checked: [(name, type, help, [(sample, labels, value)], gauge mode)]."""
     out = []
+    budget = MAX_SAMPLES
     for entry in families if isinstance(families, list) else ():
         if not (isinstance(entry, list) and len(entry) in (4, 5) and isinstance(entry[0], str)
-                and isinstance(entry[3], list)):
+                and isinstance(entry[3], list) and entry[1] in _TEXT_TYPE):
             continue
         name, mtype, mhelp, raw = entry[:4]
-        samples = [(s[0], {str(k): str(v) for k, v in s[1].items()}, _float(s[2])) for s in raw
-                   if isinstance(s, list) and len(s) == 3 and isinstance(s[0], str) and isinstance(s[1], dict)]
+        if not _METRIC_NAME.match(name) or name.startswith("pycluster_"):
+            continue
+        samples = [(s[0], {str(k): str(v) for k, v in s[1].items()}, _float(s[2])) for s in raw[:budget]
+                   if isinstance(s, list) and len(s) == 3 and isinstance(s[0], str) and isinstance(s[1], dict)
+                   and s[0].startswith(name) and _METRIC_NAME.match(s[0])
+                   and all(isinstance(k, str) and _LABEL_NAME.match(k) for k in s[1])]
+        budget -= len(samples)
         mode = entry[4] if len(entry) == 5 and isinstance(entry[4], str) else ""
         out.append((name, str(mtype), str(mhelp), samples, mode))
+        if budget <= 0:
+            break
     return out
 
 
