@@ -22,6 +22,7 @@ from typing import Any
 
 from .registry import Registry
 
+_RETRY_DELAY = 1.0  # seconds before taking hand-offs again after accept failed (asyncio's ACCEPT_RETRY_DELAY)
 _BATCH = 64  # hand-offs taken per wake-up before the loop runs other callbacks
 _WRAPPED = "__pycluster_lanes__"
 
@@ -106,11 +107,18 @@ class LaneServer(asyncio.AbstractServer):
             except OSError as exc:  # EMFILE and the like: the primary takes the hand-off back
                 self._loop.call_exception_handler({"message": "pycluster: cannot take a connection",
                                                    "exception": exc, "socket": lane})
+                # The lane stays readable: pause, as asyncio's accept loop does, instead of spinning.
+                self._loop.remove_reader(lane.fileno())
+                self._loop.call_later(_RETRY_DELAY, self._resume, lane)
                 return
             conn.setblocking(False)
             task = self._loop.create_task(self._connect(conn))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+    def _resume(self, lane: socket.socket) -> None:
+        if self._serving and lane.fileno() >= 0:
+            self._loop.add_reader(lane.fileno(), self._take, lane)
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
