@@ -91,46 +91,48 @@ def serve(app: Any, options: ServeOptions) -> int:
         proxy_headers=options.proxy_headers, forwarded_allow_ips=options.forwarded_allow_ips,
         root_path=options.root_path, log_level="info")
     setattr(config, SERVED, True)  # it drains by itself (below): no second wrap
-    server = _Server(config, drain, options.keep_alive)
+    server = _server(config, drain, options.keep_alive)
     server.run(sockets=sockets)
     return 0
 
 
-class _Server:
-    """uvicorn's Server, with pycluster's drain on SIGTERM instead of its shutdown."""
+def _server(config: Any, drain: Drain, keep_alive: float) -> Any:
+    """uvicorn's Server, with pycluster's drain on SIGTERM instead of its shutdown
+    (the class is made here: uvicorn is imported only when an app is served)."""
+    import uvicorn
 
-    def __new__(cls, config: Any, drain: Drain, keep_alive: float) -> Any:
-        import uvicorn
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            drain.install()
+            yield
 
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Generator[None, None, None]:
-                drain.install()
-                yield
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            loop = asyncio.get_running_loop()
 
-            async def startup(self, sockets: Any = None) -> None:
-                await super().startup(sockets=sockets)
-                loop = asyncio.get_running_loop()
-                drain.on_start(lambda: None if loop.call_soon_threadsafe(self._start_drain) else None)
-                if drain.active:
-                    self._start_drain()
+            def wake() -> None:  # SIGTERM's handler may run outside the loop's callbacks
+                loop.call_soon_threadsafe(self._start_drain)
+            drain.on_start(wake)
+            if drain.active:
+                self._start_drain()
 
-            def _start_drain(self) -> None:
-                if getattr(self, "_drain_task", None) is None:
-                    self._drain_task = asyncio.ensure_future(self._drain())
+        def _start_drain(self) -> None:
+            if getattr(self, "_drain_task", None) is None:
+                self._drain_task = asyncio.ensure_future(self._drain())
 
-            async def _drain(self) -> None:
-                for listener in self.servers:
-                    listener.close()  # stop accepting (under rr: the lane closes)
-                loop = asyncio.get_running_loop()
-                idle_after = loop.time() + keep_alive
-                shut = False
-                while self.server_state.connections:
-                    if not shut and loop.time() >= idle_after:
-                        shut = True  # what is still open was idle for keep_alive: uvicorn's own shutdown
-                        for connection in list(self.server_state.connections):
-                            connection.shutdown()
-                    await asyncio.sleep(_POLL)
-                self.should_exit = True
+        async def _drain(self) -> None:
+            for listener in self.servers:
+                listener.close()  # stop accepting (under rr: the lane closes)
+            loop = asyncio.get_running_loop()
+            idle_after = loop.time() + keep_alive
+            shut = False
+            while self.server_state.connections:
+                if not shut and loop.time() >= idle_after:
+                    shut = True  # what is still open was idle for keep_alive: uvicorn's own shutdown
+                    for connection in list(self.server_state.connections):
+                        connection.shutdown()
+                await asyncio.sleep(_POLL)
+            self.should_exit = True
 
-        return Server(config)
+    return Server(config)
