@@ -575,6 +575,31 @@ def ratio(row: dict, better: str, ours: list[str] | None = None, theirs: list[st
     return f"**{x:.2f}×** {'✓' if good else '✗'} ({who})"
 
 
+def run_sections(b: Bench, sections: list[str]) -> int:
+    """Run the sections in order (wrk-less: lifecycle only); 130 when interrupted. Whatever
+    happens, every server is stopped and the runtime dir removed (partial tables stay)."""
+    rc = 0
+    try:
+        for section in sections:
+            if section in ("throughput", "balance", "lifecycle"):
+                if section != "lifecycle" and not WRK:
+                    continue
+                b.say(f"section {section}")
+                getattr(b, section)()
+            else:
+                b.notes.append(f"unknown section {section!r} ignored")
+    except TimeCap as exc:
+        b.notes.append(f"stopped early: {exc} (partial tables)")
+    except KeyboardInterrupt as exc:
+        b.notes.append(f"interrupted ({str(exc) or 'Ctrl-C'}): partial tables")
+        rc = 130
+    finally:
+        signal.alarm(0)
+        stop_all()
+        shutil.rmtree(b.runtime, ignore_errors=True)
+    return rc
+
+
 def table(res: dict) -> str:
     c = cells(res)
     cols = [k for k in COLUMNS if any(k in c[row[0]] for row in ROWS)]
@@ -685,25 +710,7 @@ def main() -> int:
     precompile()
     b = Bench(a)
     load0 = os.getloadavg()
-    rc = 0
-    try:
-        for section in sections:
-            if section in ("throughput", "balance", "lifecycle"):
-                if section != "lifecycle" and not WRK:
-                    continue
-                b.say(f"section {section}")
-                getattr(b, section)()
-            else:
-                b.notes.append(f"unknown section {section!r} ignored")
-    except TimeCap as exc:
-        b.notes.append(f"stopped early: {exc} (partial table)")
-    except KeyboardInterrupt as exc:
-        b.notes.append(f"interrupted ({str(exc) or 'Ctrl-C'}): partial table")
-        rc = 130
-    finally:
-        signal.alarm(0)
-        stop_all()
-        shutil.rmtree(b.runtime, ignore_errors=True)
+    rc = run_sections(b, sections)
     load1 = os.getloadavg()
     elapsed = b.elapsed()
     v = versions(b)

@@ -241,23 +241,7 @@ def main() -> int:
     if not WRK:
         b.notes.append("wrk not found (`apt-get install wrk`): throughput, balance and reload rows skipped")
     load0 = os.getloadavg()
-    rc = 0
-    try:
-        for section in [s for s in a.only.split(",") if s]:
-            if section not in ("throughput", "balance", "lifecycle"):
-                b.notes.append(f"unknown section {section!r} ignored")
-            elif section == "lifecycle" or WRK:
-                b.say(f"section {section}")
-                getattr(b, section)()
-    except TimeCap as exc:
-        b.notes.append(f"stopped early: {exc} (partial tables)")
-    except KeyboardInterrupt as exc:
-        b.notes.append(f"interrupted ({str(exc) or 'Ctrl-C'}): partial tables")
-        rc = 130
-    finally:
-        signal.alarm(0)
-        stop_all()
-        shutil.rmtree(b.runtime, ignore_errors=True)
+    rc = bench_all.run_sections(b, [s for s in a.only.split(",") if s])
     load1 = os.getloadavg()
     elapsed = b.elapsed()
     v = versions(b)
