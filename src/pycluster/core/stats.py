@@ -1,7 +1,9 @@
-"""Process statistics: the one place that imports psutil."""
+"""Process statistics: the one place that imports psutil (and reads /proc for connection counts)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -47,17 +49,42 @@ def usage(pid: int) -> tuple[float, int] | None:
         return None
 
 
-def open_connections(pid: int, ports: set[int]) -> int | None:
-    """Established TCP connections of a live process whose local port is one of ``ports``
-    (the cluster's listeners: what the worker is serving); None once gone."""
-    import psutil
+def open_connections(pids: Iterable[int], ports: set[int]) -> dict[int, int]:
+    """Established TCP connections of each live process in ``pids`` whose local port is one
+    of ``ports`` (the cluster's listeners: what a worker is serving).
 
-    try:
-        proc = _procs.get(pid) or psutil.Process(pid)
-        found = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") else proc.connections(kind="tcp")
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    return sum(1 for c in found if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port in ports)
+    The connection table is read once (``/proc/self/net/tcp`` and ``tcp6``: the workers
+    share the master's network namespace) and each process's descriptors are matched
+    against it by inode: a few ms for thousands of connections, where psutil's
+    per-process scan took over 300 ms for 3,000 on the master's loop."""
+    established: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/self/net/{table}") as fh:
+                next(fh, None)  # the header
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                        established.add(fields[9])
+        except OSError:
+            continue
+    counts: dict[int, int] = {}
+    for pid in pids:
+        base = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(base)
+        except OSError:
+            continue  # gone
+        count = 0
+        for fd in fds:
+            try:
+                link = os.readlink(f"{base}/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in established:
+                count += 1
+        counts[pid] = count
+    return counts
 
 
 def forget(pid: int) -> None:

@@ -152,6 +152,8 @@ class Exporter:
         listeners = list(arbiter.engine.master_listeners)
         ports = {h.address.port for h in listeners if isinstance(getattr(h.address, "port", None), int)}
         cpu, rss, conns, handed = [], [], [], []
+        pids = [slot.worker.pid for slot in slots if slot.worker is not None and slot.worker.pid is not None]
+        open_now = stats.open_connections(pids, ports) if ports else {}
         for slot in slots:
             worker = slot.worker
             if worker is None or worker.pid is None:
@@ -161,9 +163,8 @@ class Exporter:
             if used is not None:
                 cpu.append((label, used[0]))
                 rss.append((label, float(used[1])))
-            open_now = stats.open_connections(worker.pid, ports) if ports else None
-            if open_now is not None:
-                conns.append((label, float(open_now)))
+            if worker.pid in open_now:
+                conns.append((label, float(open_now[worker.pid])))
             known = [c for c in (h.connections(worker) for h in listeners if h.mode == "rr") if c is not None]
             if known:
                 handed.append((label, float(sum(known))))
