@@ -86,6 +86,7 @@ from bench_http import (  # noqa: E402
 
 APPS = os.path.join(HERE, "apps")
 MIB = 2 ** 20
+PROBERS = 3  # threads timing "every new worker answered" during a reload
 
 # column key -> header; the pycluster columns first, then the anchors
 COLUMNS = {
@@ -138,6 +139,7 @@ ROWS = [
     ("total_pss", "PSS of all processes, MiB", "lower", "%.1f"),
     ("reload_err", "reload under keep-alive wrk: errors (per run)", "lower", "%.0f"),
     ("reload_s", "reload complete (no old worker left), s", "lower", "%.2f"),
+    ("reload_serving", "reload → every new worker answered, s", "lower", "%.2f"),
 ]
 
 
@@ -406,9 +408,11 @@ class Bench:
                         runs.append(rr)
                         self.say(f"reload {key} run{i}: errors {rr['errors']} (c{rr['err_connect']} r{rr['err_read']}"
                                  f" w{rr['err_write']} t{rr['err_timeout']} non2xx {rr['non2xx']}), complete after "
-                                 f"{_f(rr['reload_s'], '%.2f')} s, {rr['rps']} req/s")
+                                 f"{_f(rr['reload_s'], '%.2f')} s, every new worker answered after "
+                                 f"{_f(rr['serving_s'], '%.2f')} s, {rr['rps']} req/s")
                     self.res["reload"][key] = {"errors": [r["errors"] for r in runs],
-                                               "reload_s": med([r["reload_s"] for r in runs]), "runs": runs}
+                                               "reload_s": med([r["reload_s"] for r in runs]),
+                                               "serving_s": med([r["serving_s"] for r in runs]), "runs": runs}
             except (RuntimeError, OSError, psutil.Error) as exc:
                 self.failed(f"{key} (lifecycle)", exc)
             finally:
@@ -442,10 +446,35 @@ class Bench:
 
     def reload_run(self, srv: Target) -> dict:
         """wrk keep-alive for reload_duration s; SIGHUP to the master half-way;
-        the reload is complete when no old worker is left and all are up again."""
+        the reload is complete when no old worker is left and all are up again.
+
+        "Every new worker answered" is the like-for-like figure: from the
+        SIGHUP until each of the N new workers has answered a request
+        (``probers`` threads send Connection: close GETs back to back beside
+        the wrk load and read X-Pid). A manager that counts a worker as up
+        when it is forked (gunicorn) is timed here once the worker has
+        imported the app and serves."""
         old = srv.wait_listening(srv.workers, 30)
+        old = old | set(srv.worker_pids())
         box: dict = {}
         stop = threading.Event()
+        answered: dict[int, float] = {}  # new worker pid -> seconds after the SIGHUP of its first answer
+        lock = threading.Lock()
+
+        def probe(t_hup: float) -> None:
+            deadline = t_hup + 60
+            while not stop.is_set() and "serving_s" not in box and time.monotonic() < deadline:
+                try:
+                    status, xpid = http_get(srv.port, timeout=2.0)
+                except (OSError, ValueError):
+                    time.sleep(0.001)
+                    continue
+                if status != 200 or xpid is None or xpid in old:
+                    continue
+                with lock:
+                    answered.setdefault(xpid, time.monotonic() - t_hup)
+                    if len(answered) >= srv.workers and "serving_s" not in box:
+                        box["serving_s"] = max(answered.values())
 
         def watch(t_hup: float) -> None:
             deadline = t_hup + 60
@@ -461,6 +490,9 @@ class Bench:
             os.kill(srv.proc.pid, signal.SIGHUP)
             box["thread"] = threading.Thread(target=watch, args=(t,), daemon=True)
             box["thread"].start()
+            box["probers"] = [threading.Thread(target=probe, args=(t,), daemon=True) for _ in range(PROBERS)]
+            for th in box["probers"]:
+                th.start()
 
         try:
             r = run_wrk(srv.port, self.a.reload_duration, midrun=hup)
@@ -469,11 +501,15 @@ class Bench:
                 th.join(30)
                 if th.is_alive():
                     self.notes.append(f"{srv.name}: reload not complete 30 s after the wrk run")
+            for th in box.get("probers", []):
+                th.join(30)
+            if box.get("probers") and "serving_s" not in box:
+                self.notes.append(f"{srv.name}: {len(answered)} of {srv.workers} new workers answered within 60 s")
         finally:
             stop.set()
         return {"errors": r["errors"], "err_connect": r["err_connect"], "err_read": r["err_read"],
                 "err_write": r["err_write"], "err_timeout": r["err_timeout"], "non2xx": r["non2xx"],
-                "rps": r["rps"], "reload_s": box.get("reload_s"),
+                "rps": r["rps"], "reload_s": box.get("reload_s"), "serving_s": box.get("serving_s"),
                 "within_run": box.get("reload_s") is not None and box["reload_s"] < self.a.reload_duration / 2}
 
 
@@ -552,6 +588,7 @@ def cells(res: dict) -> dict[str, dict[str, tuple[float | None, str]]]:
         put("reload_err", col, med(r["errors"]),
             "/".join(f"{x['errors']}{'' if x['within_run'] else '†'}" for x in r["runs"]))
         put("reload_s", col, r["reload_s"])
+        put("reload_serving", col, r.get("serving_s"))
     return out
 
 

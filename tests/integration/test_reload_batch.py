@@ -58,9 +58,40 @@ def gated_master(pyc, port: int, *args: str):
     return master, old
 
 
+def nice_values(pid: int) -> set[int]:
+    """The nice value of each of the process's threads (Linux keeps one per thread)."""
+    values = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            values.add(os.getpriority(os.PRIO_PROCESS, int(tid)))
+        except OSError:
+            pass
+    return values
+
+
+def may_renice_back() -> bool:
+    from pycluster.master.priority import restore_floor
+    return restore_floor() <= 0
+
+
 def started(pyc) -> list[int]:
     folder = pyc.dir / "started"
     return sorted(int(name) for name in os.listdir(folder)) if folder.exists() else []
+
+
+def test_with_reload_nice_0_the_old_generation_keeps_its_priority(pyc, free_port):
+    pyc.write("gated.py", GATED_APP.format(here=str(pyc.dir)))
+    master = pyc.start("gated:main", "-w", "2", "-b", f"127.0.0.1:{free_port}", "--reload-batch", "2",
+                       env={"PYTHONDONTWRITEBYTECODE": "1", "PYCLUSTER_RELOAD_NICE": "0"})
+    master.wait_ready(20)
+    old = sorted(w["pid"] for w in master.status()["workers"])
+    (pyc.dir / "gen2").touch()
+    reload = pyc.cli_start("reload", "-n", "app", "--wait")
+    wait_until(lambda: len(started(pyc)) == 2, 15, "2 new workers booting", master.output)
+    assert master.status()["state"] == "reloading"
+    assert all(nice_values(pid) == {0} for pid in old), {pid: nice_values(pid) for pid in old}
+    (pyc.dir / "gate").touch()
+    assert pyc.finish(reload, 20).returncode == 0, master.output()
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["spawn", "preload"])
@@ -76,6 +107,9 @@ def test_a_batch_of_4_boots_the_new_generation_before_any_old_worker_leaves(pyc,
     for _ in range(8):  # and serving
         code, headers, _body = http_get(free_port)
         assert code == 200 and int(headers["x-pid"]) in old, headers
+    if may_renice_back():  # the old generation yields the CPU to the new one while it boots
+        assert all(nice_values(pid) == {10} for pid in old), {pid: nice_values(pid) for pid in old}
+        assert all(nice_values(pid) == {0} for pid in started(pyc)), {p: nice_values(p) for p in started(pyc)}
 
     (pyc.dir / "gate").touch()
     done = pyc.finish(reload, 20)
@@ -102,6 +136,7 @@ def test_a_failure_mid_batch_kills_the_started_new_workers_and_keeps_the_old(pyc
     st = master.wait_status(lambda st: st["state"] == "running", 5, "the master back to running")
     assert st["generation"] == 1, st
     assert sorted(w["pid"] for w in st["workers"]) == old, (old, st)
+    assert all(nice_values(pid) == {0} for pid in old), {pid: nice_values(pid) for pid in old}  # priority back
     assert all(w["generation"] == 1 and w["state"] == "listening" for w in st["workers"]), st
     for _ in range(8):
         code, headers, _body = http_get(free_port)

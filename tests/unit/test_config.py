@@ -118,7 +118,8 @@ def test_build_refuses_a_key_that_is_no_setting():
 # -- env-only tuning knobs -------------------------------------------------------------------------
 def test_tuning_knobs_are_env_only_and_restart_only():
     assert {s.env for s in tuning.TUNING} == {"PYCLUSTER_RR_WINDOW", "PYCLUSTER_HANDOFF_TIMEOUT",
-                                              "PYCLUSTER_FORK_TIMEOUT", "PYCLUSTER_RR_PAIRS"}
+                                              "PYCLUSTER_FORK_TIMEOUT", "PYCLUSTER_RR_PAIRS",
+                                              "PYCLUSTER_RELOAD_NICE"}
     for s in tuning.TUNING:
         assert s.env_only and s.on_reload is Reload.RESTART and s.help
     assert not any(s.env_only for s in config.SETTINGS)
@@ -133,13 +134,16 @@ def test_tuning_defaults_and_values():
     assert (tuning.rr_window(env), tuning.handoff_timeout(env), tuning.fork_timeout(env), tuning.rr_pairs(env)) \
         == (8, 0.5, 3.0, False)
     assert tuning.rr_window({"PYCLUSTER_RR_WINDOW": ""}) == 64  # empty: unset
+    assert (tuning.reload_nice({}), tuning.reload_nice({"PYCLUSTER_RELOAD_NICE": "0"}),
+            tuning.reload_nice({"PYCLUSTER_RELOAD_NICE": "19"})) == (10, 0, 19)
 
 
 @pytest.mark.parametrize("var, value", [
     ("PYCLUSTER_RR_WINDOW", "abc"), ("PYCLUSTER_RR_WINDOW", "0"), ("PYCLUSTER_RR_WINDOW", "65537"),
     ("PYCLUSTER_RR_WINDOW", "1.5"), ("PYCLUSTER_HANDOFF_TIMEOUT", "soon"), ("PYCLUSTER_HANDOFF_TIMEOUT", "nan"),
     ("PYCLUSTER_HANDOFF_TIMEOUT", "-1"), ("PYCLUSTER_HANDOFF_TIMEOUT", "inf"), ("PYCLUSTER_FORK_TIMEOUT", "0"),
-    ("PYCLUSTER_RR_PAIRS", "maybe"),
+    ("PYCLUSTER_RR_PAIRS", "maybe"), ("PYCLUSTER_RELOAD_NICE", "-1"), ("PYCLUSTER_RELOAD_NICE", "20"),
+    ("PYCLUSTER_RELOAD_NICE", "lots"),
 ])
 def test_a_bad_tuning_value_is_an_error_naming_the_variable(var, value):
     with pytest.raises(SettingsError) as info:

@@ -32,6 +32,9 @@ class FakeWorker:
     def is_dead(self) -> bool:
         return bool(self.signals)
 
+    def thread_ids(self, limit: int = 4096) -> list[int]:
+        return []  # no process: the old generation's priority is left alone (integration tests cover it)
+
     def signal(self, sig: str) -> None:
         self.signals.append(sig)
 

@@ -38,6 +38,16 @@ def _seconds(value: Any) -> float:
     return number
 
 
+def _nice(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if not 0 <= number <= 19:
+        raise ValueError("expected a nice increment from 0 (off) to 19")
+    return number
+
+
 def _switch(value: Any) -> bool:
     text = str(value).lower()
     if text in ("1", "true", "yes", "on"):
@@ -60,6 +70,11 @@ TUNING: tuple[Setting, ...] = (
             " is judged stalled, killed and replaced.", toml=False, on_reload=Reload.RESTART),
     Setting("rr_pairs", (), _switch, True,
             "Under rr, 0 turns off handing the connections of one accept batch off in pairs.",
+            toml=False, on_reload=Reload.RESTART),
+    Setting("reload_nice", (), _nice, 10,
+            "During a reload, how much the old generation's workers yield the CPU to the new ones"
+            " booting (added to their nice value, restored when each leaves rotation); 0 turns it off."
+            " Applied only where the master may restore it (CAP_SYS_NICE or RLIMIT_NICE).",
             toml=False, on_reload=Reload.RESTART),
 )
 
@@ -103,6 +118,11 @@ def handoff_timeout(environ: Mapping[str, str] | None = None) -> float:
 def fork_timeout(environ: Mapping[str, str] | None = None) -> float:
     """``PYCLUSTER_FORK_TIMEOUT``: seconds a fork server has to answer a fork request."""
     return float(read("PYCLUSTER_FORK_TIMEOUT", environ))
+
+
+def reload_nice(environ: Mapping[str, str] | None = None) -> int:
+    """``PYCLUSTER_RELOAD_NICE``: the old generation's nice increment during a reload."""
+    return int(read("PYCLUSTER_RELOAD_NICE", environ))
 
 
 def rr_pairs(environ: Mapping[str, str] | None = None) -> bool:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import pycluster as cluster
 
 from ..control.protocol import RequestError
+from ..core import tuning
 from ..core.common import plural
 from ..errors import SettingsError
 from ..primary.engine import PrimaryWorker
@@ -39,6 +40,7 @@ from . import config
 from .config import RunConfig, resolve_workers
 from .logs import LogBook
 from .metrics import ClusterCounts
+from .priority import Yielded
 
 STDERR_TAIL = 20
 INTERRUPTED = "the reload was interrupted (the cluster is stopping)"
@@ -191,6 +193,7 @@ class RollingReload:
         self._started = 0.0
         self._replaced = 0
         self._total = 0
+        self._yielded = Yielded()  # the old workers' threads we lowered (see master/priority.py)
 
     def start(self) -> None:
         """RequestError (``busy``, ``not_running``, ``bad_config``) when the reload cannot start."""
@@ -237,6 +240,10 @@ class RollingReload:
         old_server = new_server = None
         ok = False
         try:
+            nice = tuning.reload_nice()
+            for slot in host.slots.values():  # the old generation yields the CPU to the new one booting
+                if slot.worker is not None and slot.generation < generation:
+                    self._yielded.lower(slot.worker, nice)
             if host.cfg.preload:
                 # --preload: the new code is imported once, by a new fork server.
                 new_server = host.start_forkserver()
@@ -254,6 +261,7 @@ class RollingReload:
                              f" in {time.monotonic() - self._started:.2f}s")
             return self._result(True, "reloaded")
         finally:
+            self._yielded.restore_all()  # a failed reload: the old generation serves on as before
             host.scale_after_reload = None
             host.reload_generation = None
             if old_server is not None:
@@ -323,6 +331,7 @@ class RollingReload:
             slot.retry = None
         host.adopt(slot, new, self.generation)
         if old is not None:
+            self._yielded.restore(old)  # it drains at its own priority
             host.retire_worker(old)
         self._replaced += 1
         host.counts.restarted("reload")

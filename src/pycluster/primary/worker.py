@@ -88,6 +88,24 @@ class PrimaryWorker(Worker):
             self._process = process_for(self._pid)
         return self._process
 
+    def thread_ids(self, limit: int = 4096) -> list[int]:
+        """The ids of the worker's threads (at most ``limit``), while it is not
+        reaped: until then its pid is held for us (we hold its pidfd and are
+        its parent or subreaper), so it names no other process. [] after."""
+        if self._pidfd is None or self._pid is None:
+            return []
+        tids: list[int] = []
+        try:
+            with os.scandir(f"/proc/{self._pid}/task") as it:
+                for entry in it:
+                    if len(tids) >= limit:
+                        break
+                    if entry.name.isdigit():
+                        tids.append(int(entry.name))
+        except OSError:
+            return []
+        return tids
+
     def is_connected(self) -> bool:
         return self._channel is not None and not self._channel.closed and not self._disconnected
 
