@@ -87,6 +87,7 @@ from bench_http import (  # noqa: E402
 APPS = os.path.join(HERE, "apps")
 MIB = 2 ** 20
 PROBERS = 3  # threads timing "every new worker answered" during a reload
+RELOAD_GRACE = 5.0  # seconds after a reload run's wrk for the reload to complete (else "-", noted)
 
 # column key -> header; the pycluster columns first, then the anchors
 COLUMNS = {
@@ -401,7 +402,7 @@ class Bench:
                     self.say(f"restart {key} trial{i}: {_f(t['serving_ms'], '%.1f')} ms, failed probes "
                              f"{t['failed']}/{t['probes']}")
                 self.res["restart"][key] = {"ms": med([t["serving_ms"] for t in trials]), "trials": trials}
-                if WRK and key not in self.res["no_reload"] and key != "pyc-preload":
+                if WRK and key not in self.res["no_reload"]:
                     runs = []
                     for i in range(self.a.reload_runs):
                         rr = self.reload_run(srv)
@@ -496,17 +497,22 @@ class Bench:
 
         try:
             r = run_wrk(srv.port, self.a.reload_duration, midrun=hup)
+            end = time.monotonic() + RELOAD_GRACE
             th = box.get("thread")
             if th is not None:
-                th.join(30)
+                th.join(max(0.0, end - time.monotonic()))
                 if th.is_alive():
-                    self.notes.append(f"{srv.name}: reload not complete 30 s after the wrk run")
+                    self.notes.append(f"{srv.name}: reload not complete {RELOAD_GRACE:g} s after the wrk run")
             for th in box.get("probers", []):
-                th.join(30)
+                th.join(max(0.0, end - time.monotonic()))
             if box.get("probers") and "serving_s" not in box:
-                self.notes.append(f"{srv.name}: {len(answered)} of {srv.workers} new workers answered within 60 s")
+                self.notes.append(f"{srv.name}: {len(answered)} of {srv.workers} new workers answered"
+                                  f" {RELOAD_GRACE:g} s after the wrk run")
         finally:
             stop.set()
+            for th in [box.get("thread"), *box.get("probers", [])]:
+                if th is not None:
+                    th.join(5)
         return {"errors": r["errors"], "err_connect": r["err_connect"], "err_read": r["err_read"],
                 "err_write": r["err_write"], "err_timeout": r["err_timeout"], "non2xx": r["non2xx"],
                 "rps": r["rps"], "reload_s": box.get("reload_s"), "serving_s": box.get("serving_s"),

@@ -11,8 +11,10 @@ the engine's overhead); here every column of a table runs the *same* app
   --policy rr and none); ``pycluster run selfrun:uvicorn_fastapi`` (the app
   calls ``uvicorn.run`` itself, rr); ``uvicorn --workers N``; ``gunicorn -k
   uvicorn.workers.UvicornWorker -w N``;
-- Flask (``flask_app:app``): ``pycluster run flask_app:app`` (rr, none);
-  ``gunicorn -k gthread --threads 4 -w N``; ``gunicorn -k sync -w N``;
+- Flask (``flask_app:app``): ``pycluster run flask_app:app`` (rr, none; and
+  rr ``--threads 1``, one request at a time per worker as gunicorn sync, in
+  the throughput rows); ``gunicorn -k gthread --threads 4 -w N``;
+  ``gunicorn -k sync -w N``;
 - in full mode, also pycluster rr ``--preload`` of each app, in the lifecycle
   rows only (launch, memory, kill -9, reload);
 - asyncio streams (``selfrun:streams``, ``asyncio.start_server``): pycluster rr
@@ -64,7 +66,7 @@ APPS_COLUMNS = {
     },
     "Flask": {
         "fl-pyc-rr": "pycluster rr (served)", "fl-pyc-none": "pycluster none (served)",
-        "fl-pyc-preload": "pycluster rr --preload",
+        "fl-pyc-preload": "pycluster rr --preload", "fl-pyc-t1": "pycluster rr --threads 1",
         "fl-gunicorn-gthread": "gunicorn gthread (4 threads)", "fl-gunicorn-sync": "gunicorn sync",
     },
     "asyncio streams": {"st-pyc-rr": "pycluster rr", "st-pyc-none": "pycluster none"},
@@ -73,12 +75,14 @@ COLUMNS = {k: v for cols in APPS_COLUMNS.values() for k, v in cols.items()}
 TARGET = {  # pycluster target per column
     "fa-pyc-rr": "fastapi_app:app", "fa-pyc-none": "fastapi_app:app", "fa-pyc-selfrun": "selfrun:uvicorn_fastapi",
     "fa-pyc-preload": "fastapi_app:app", "fl-pyc-preload": "flask_app:app",
-    "fl-pyc-rr": "flask_app:app", "fl-pyc-none": "flask_app:app",
+    "fl-pyc-rr": "flask_app:app", "fl-pyc-none": "flask_app:app", "fl-pyc-t1": "flask_app:app",
     "st-pyc-rr": "selfrun:streams", "st-pyc-none": "selfrun:streams",
 }
 PRELOAD = [k for k in COLUMNS if k.endswith("-preload")]  # lifecycle only (launch, memory, kill -9, reload), full mode
-PLAN = {"throughput": [k for k in COLUMNS if k not in PRELOAD], "balance": [k for k in COLUMNS if k not in PRELOAD],
-        "lifecycle": [k for k in COLUMNS if not k.startswith("st-")]}
+EXTRA = {"fl-pyc-t1": ["--threads", "1"]}  # one request at a time per worker, as gunicorn sync: throughput only
+PLAN = {"throughput": [k for k in COLUMNS if k not in PRELOAD],
+        "balance": [k for k in COLUMNS if k not in PRELOAD and k not in EXTRA],
+        "lifecycle": [k for k in COLUMNS if not k.startswith("st-") and k not in EXTRA]}
 SHOWN = [r for r in ROWS if r[0] not in ("max_share", "worker_rss")]
 
 
@@ -123,6 +127,7 @@ class SameApp(Bench):
                     "-b", f"{HOST}:{port}", "--policy", "none" if key.endswith("-none") else "rr", "-n", f"b{port}"]
             if key in PRELOAD:
                 argv.append("--preload")
+            argv += EXTRA.get(key, [])
             env["PYCLUSTER_RUNTIME_DIR"] = self.runtime
             ready = bench_all.READY["pyc"]
         elif "gunicorn" in key:

@@ -79,10 +79,15 @@ def started(pyc) -> list[int]:
     return sorted(int(name) for name in os.listdir(folder)) if folder.exists() else []
 
 
-def test_with_reload_nice_0_the_old_generation_keeps_its_priority(pyc, free_port):
+@pytest.mark.parametrize("how", ["PYCLUSTER_RELOAD_NICE=0", "--policy reuseport"])
+def test_the_old_generation_keeps_its_priority_with_reload_nice_0_or_under_reuseport(pyc, free_port, how):
     pyc.write("gated.py", GATED_APP.format(here=str(pyc.dir)))
-    master = pyc.start("gated:main", "-w", "2", "-b", f"127.0.0.1:{free_port}", "--reload-batch", "2",
-                       env={"PYTHONDONTWRITEBYTECODE": "1", "PYCLUSTER_RELOAD_NICE": "0"})
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    args = ["--policy", "reuseport"] if how.startswith("--") else []
+    if not args:
+        env["PYCLUSTER_RELOAD_NICE"] = "0"
+    master = pyc.start("gated:main", "-w", "2", "-b", f"127.0.0.1:{free_port}", "--reload-batch", "2", *args,
+                       env=env)
     master.wait_ready(20)
     old = sorted(w["pid"] for w in master.status()["workers"])
     (pyc.dir / "gen2").touch()

@@ -31,6 +31,10 @@ class Child:
         self.proc = subprocess.Popen([sys.executable, "-c", THREADS], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None and self.proc.stdout.readline() == "up\n"
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def thread_ids(self, limit: int = 4096) -> list[int]:
         if self.proc.poll() is not None:
             return []

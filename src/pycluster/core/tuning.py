@@ -74,7 +74,7 @@ TUNING: tuple[Setting, ...] = (
     Setting("reload_nice", (), _nice, 10,
             "During a reload, how much the old generation's workers yield the CPU to the new ones"
             " booting (added to their nice value, restored when each leaves rotation); 0 turns it off."
-            " Applied only where the master may restore it (CAP_SYS_NICE or RLIMIT_NICE).",
+            " Applied only where the master may restore it (CAP_SYS_NICE or RLIMIT_NICE), not under reuseport.",
             toml=False, on_reload=Reload.RESTART),
 )
 

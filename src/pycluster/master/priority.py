@@ -24,9 +24,15 @@ import resource
 from typing import Protocol
 
 CAP_SYS_NICE = 23
+# Threads of one worker we lower, at most: two system calls each on the master's
+# loop, so a worker with a great many threads costs it ~1 ms, not more.
+MAX_THREADS = 1024
 
 
 class _Threads(Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
     def thread_ids(self, limit: int = ...) -> list[int]: ...
 
 
@@ -62,7 +68,7 @@ class Yielded:
             return
         changed: dict[int, tuple[int, int]] = {}
         floor = restore_floor()
-        for tid in worker.thread_ids():
+        for tid in worker.thread_ids(MAX_THREADS):
             try:
                 before = os.getpriority(os.PRIO_PROCESS, tid)
                 if before < floor:
@@ -79,10 +85,11 @@ class Yielded:
         entry = self._changed.pop(id(worker), None)
         if entry is None:
             return
-        alive = set(worker.thread_ids())
+        if not worker.thread_ids(1):
+            return  # reaped: its threads are gone, their ids may be anyone's now
         for tid, (before, target) in entry[1].items():
-            if tid not in alive:
-                continue
+            if not os.path.exists(f"/proc/{worker.pid}/task/{tid}"):
+                continue  # that thread ended (its id may be another process's now)
             try:
                 if os.getpriority(os.PRIO_PROCESS, tid) == target:
                     os.setpriority(os.PRIO_PROCESS, tid, before)

@@ -240,8 +240,11 @@ class RollingReload:
         old_server = new_server = None
         ok = False
         try:
-            nice = tuning.reload_nice()
-            for slot in host.slots.values():  # the old generation yields the CPU to the new one booting
+            # The old generation yields the CPU to the new one booting; not under
+            # reuseport, where each old worker must empty its own accept queue
+            # before it closes it (what is left there is reset, tcp_migrate_req=0).
+            nice = 0 if host.cfg.policy == "reuseport" else tuning.reload_nice()
+            for slot in host.slots.values():
                 if slot.worker is not None and slot.generation < generation:
                     self._yielded.lower(slot.worker, nice)
             if host.cfg.preload:
