@@ -714,6 +714,23 @@ def footer(b: Bench, v: dict, elapsed: float, load0, load1) -> list[str]:
     return out
 
 
+def arm(hard_cap: int) -> None:
+    """Before a run: SIGTERM interrupts it, SIGALRM stops it after ``hard_cap`` s
+    (whatever is running), every server left is stopped at exit, and the package
+    is byte-compiled."""
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def on_alarm(_signum, _frame):
+        raise TimeCap(f"hard time cap of {hard_cap} s")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
+    atexit.register(stop_all)
+    signal.alarm(hard_cap)
+    precompile()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the < 3 minute smoke run")
@@ -739,18 +756,7 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown targets {sorted(unknown)}; known: {','.join(COLUMNS)}")
     sections = [s for s in a.only.split(",") if s]
-
-    def on_term(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    def on_alarm(_signum, _frame):
-        raise TimeCap(f"hard time cap of {hard_cap} s")
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGALRM, on_alarm)
-    atexit.register(stop_all)
-    signal.alarm(hard_cap)
-    precompile()
+    arm(hard_cap)
     b = Bench(a)
     load0 = os.getloadavg()
     rc = run_sections(b, sections)

@@ -38,12 +38,10 @@ loopback only; every server runs in its own session, stopped by process group.
 from __future__ import annotations
 
 import argparse
-import atexit
 import datetime
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -52,8 +50,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import bench_all  # noqa: E402
-from bench_all import MIB, ROWS, Bench, Target, TimeCap, cells, versions  # noqa: E402
-from bench_http import HOST, WRK, free_port, med, precompile, pycluster_env, stop_all  # noqa: E402
+from bench_all import MIB, ROWS, Bench, Target, cells, versions  # noqa: E402
+from bench_http import HOST, WRK, free_port, med, pycluster_env  # noqa: E402
 
 APPS = os.path.join(HERE, "apps", "stacks")
 
@@ -230,18 +228,7 @@ def main() -> int:
     a.targets = {t for t in a.targets.split(",") if t}
     if unknown := a.targets - set(COLUMNS):
         ap.error(f"unknown targets {sorted(unknown)}; known: {','.join(COLUMNS)}")
-
-    def on_term(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    def on_alarm(_signum, _frame):
-        raise TimeCap(f"hard time cap of {hard_cap} s")
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGALRM, on_alarm)
-    atexit.register(stop_all)
-    signal.alarm(hard_cap)
-    precompile()
+    bench_all.arm(hard_cap)
     b = SameApp(a)
     if not WRK:
         b.notes.append("wrk not found (`apt-get install wrk`): throughput, balance and reload rows skipped")
