@@ -69,10 +69,20 @@ def hammer(port: int, n: int) -> None:
         assert set(pool.map(one, range(n))) == {200}
 
 
+OK_APP = "from fastapi import FastAPI\napp = FastAPI()\n"
+
+
+def start_with_metrics(pyc, target: str, workers: int, *args: str, metrics_host: str = "127.0.0.1"):
+    """``pycluster run target`` on a free port with ``--metrics`` on another: (master, port, metrics port)."""
+    port, mport = unused_port(), unused_port()
+    where = f"[{metrics_host}]" if ":" in metrics_host else metrics_host
+    master = pyc.start(target, "-w", str(workers), "-b", f"127.0.0.1:{port}", "--metrics", f"{where}:{mport}", *args)
+    return master, port, mport
+
+
 def test_a_counter_stays_exact_across_kills_and_a_reload(pyc):
     pyc.write("countapp.py", COUNTING_APP)
-    port, mport = unused_port(), unused_port()
-    master = pyc.start("countapp:app", "-w", "4", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}")
+    master, port, mport = start_with_metrics(pyc, "countapp:app", 4)
     assert master.wait_ready(timeout=30) == 4
     seen: list[float] = []
 
@@ -136,8 +146,7 @@ SLOW_SECOND = """
 
 def test_healthz_readyz_and_a_slow_client(pyc):
     pyc.write("slowapp.py", SLOW_SECOND)
-    port, mport = unused_port(), unused_port()
-    master = pyc.start("slowapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}")
+    master, port, mport = start_with_metrics(pyc, "slowapp:app", 2)
     master.wait_line("worker 1 .* ready", timeout=20)
     assert http_get(mport, path="/healthz")[0] == 200
     status, _headers, body = http_get(mport, path="/readyz")
@@ -162,10 +171,9 @@ def test_healthz_readyz_and_a_slow_client(pyc):
 
 
 def test_readyz_is_200_once_every_worker_is_ready(pyc):
-    pyc.write("okapp.py", "from fastapi import FastAPI\napp = FastAPI()\n")
-    port, mport = unused_port(), unused_port()
-    master = pyc.start("okapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"[::1]:{mport}"
-                       if socket.has_ipv6 and _v6() else f"127.0.0.1:{mport}")
+    pyc.write("okapp.py", OK_APP)
+    master, port, mport = start_with_metrics(pyc, "okapp:app", 2,
+                                             metrics_host="::1" if socket.has_ipv6 and _v6() else "127.0.0.1")
     master.wait_ready(timeout=20)
     host = "::1" if socket.has_ipv6 and _v6() else "127.0.0.1"
     conn = http.client.HTTPConnection(host, mport, timeout=5)
@@ -192,10 +200,8 @@ def test_a_busy_metrics_address_fails_run_with_exit_1(pyc):
 
 
 def test_a_worker_silenced_by_sigstop_counts_as_a_heartbeat_restart(pyc):
-    pyc.write("okapp.py", "from fastapi import FastAPI\napp = FastAPI()\n")
-    port, mport = unused_port(), unused_port()
-    master = pyc.start("okapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}",
-                       "--timeout", "1")
+    pyc.write("okapp.py", OK_APP)
+    master, port, mport = start_with_metrics(pyc, "okapp:app", 2, "--timeout", "1")
     master.wait_ready(timeout=20)
     victim = master.status()["workers"][0]["pid"]
     os.kill(victim, signal.SIGSTOP)
@@ -244,9 +250,7 @@ def test_requests_answered_while_draining_are_counted(pyc, preload):
     requests: the counts made then reach the master (the metrics socket
     outlives the channel; the last samples are written at exit)."""
     pyc.write("drainapp.py", DRAINING_APP)
-    port, mport = unused_port(), unused_port()
-    master = pyc.start("drainapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}",
-                       *(["--preload"] if preload else []))
+    master, port, mport = start_with_metrics(pyc, "drainapp:app", 2, *(["--preload"] if preload else []))
     assert master.wait_ready(timeout=30) == 2
     hammer(port, 20)
     slow = 6
@@ -278,10 +282,8 @@ def test_requests_answered_while_draining_are_counted(pyc, preload):
 
 
 def test_handoffs_are_counted_per_policy(pyc):
-    pyc.write("okapp.py", "from fastapi import FastAPI\napp = FastAPI()\n")
-    port, mport = unused_port(), unused_port()
-    master = pyc.start("okapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}",
-                       "--policy", "rr")
+    pyc.write("okapp.py", OK_APP)
+    master, port, mport = start_with_metrics(pyc, "okapp:app", 2, "--policy", "rr")
     master.wait_ready(timeout=20)
     before = scrape(mport)
     handed = value(before, "pycluster_handoffs", "pycluster_handoffs_total", policy="rr")
@@ -299,10 +301,8 @@ def test_worker_connections_counts_the_open_ones(pyc, policy):
     """pycluster_worker_connections is what each worker holds open now (every policy);
     pycluster_worker_handoffs_total (rr) only grows."""
     import http.client
-    pyc.write("okapp.py", "from fastapi import FastAPI\napp = FastAPI()\n")
-    port, mport = unused_port(), unused_port()
-    master = pyc.start("okapp:app", "-w", "2", "-b", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}",
-                       "--policy", policy, "--keep-alive", "30")
+    pyc.write("okapp.py", OK_APP)
+    master, port, mport = start_with_metrics(pyc, "okapp:app", 2, "--policy", policy, "--keep-alive", "30")
     master.wait_ready(timeout=20)
 
     def open_total() -> float:
